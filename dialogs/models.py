@@ -1,0 +1,71 @@
+"""Dialogs between two pool users, and their messages, kept for audit."""
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class Dialog(models.Model):
+    """A one-to-one chat; its id is the chatUUID."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        ENDED = "ended"
+
+    class EndReason(models.TextChoices):
+        STOP = "stop"
+        DISCONNECT = "disconnect"
+        TIMEOUT = "timeout"
+        ADMIN = "admin"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    first = models.ForeignKey(
+        "matching.PoolUser", on_delete=models.PROTECT, related_name="dialogs_as_first",
+        help_text="The participant who waited longer.",
+    )
+    second = models.ForeignKey(
+        "matching.PoolUser", on_delete=models.PROTECT, related_name="dialogs_as_second"
+    )
+    language = models.CharField(max_length=3)
+    status = models.CharField(max_length=6, choices=Status.choices, default=Status.ACTIVE)
+    started_at = models.DateTimeField(default=timezone.now, db_index=True)
+    ended_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    end_reason = models.CharField(max_length=10, choices=EndReason.choices, null=True, blank=True)
+    ended_by = models.ForeignKey(
+        "matching.PoolUser", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "started_at"], name="dialog_status_idx")]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    Q(status="active", ended_at__isnull=True, end_reason__isnull=True)
+                    | Q(status="ended", ended_at__isnull=False, end_reason__isnull=False)
+                ),
+                name="dialog_end_consistent",
+            ),
+            models.CheckConstraint(condition=~Q(first=models.F("second")), name="dialog_not_with_self"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Dialog {self.id} ({self.status})"
+
+    def partner_of(self, user_id):
+        return self.second_id if user_id == self.first_id else self.first_id
+
+
+class Message(models.Model):
+    dialog = models.ForeignKey(Dialog, on_delete=models.CASCADE, related_name="messages")
+    author = models.ForeignKey("matching.PoolUser", on_delete=models.PROTECT, related_name="+")
+    content = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["dialog", "created_at"], name="message_dialog_idx")]
+
+    def __str__(self) -> str:
+        return f"Message {self.pk} in {self.dialog_id}"

@@ -1,0 +1,75 @@
+"""The user pool: every user a /start created, kept after pairing as history."""
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class Gender(models.TextChoices):
+    MALE = "male"
+    FEMALE = "female"
+    OTHER = "other"
+
+
+class PoolUser(models.Model):
+    """A user created by /start; its id is the senderUUID the client speaks with."""
+
+    class Status(models.TextChoices):
+        WAITING = "waiting", "waiting for a partner"
+        CLAIMED = "claimed", "claimed, awaiting its connection's confirmation"
+        PAIRING = "pairing", "claiming a waiting user"
+        PAIRED = "paired", "in a dialog"
+        ENDED = "ended", "dialog ended"
+        CANCELLED = "cancelled", "cancelled waiting"
+        GONE = "gone", "connection gone"
+
+    # Statuses in which the connection holds the user (at most one per connection).
+    HELD = (Status.WAITING, Status.CLAIMED, Status.PAIRING, Status.PAIRED)
+    IN_POOL = (Status.WAITING, Status.CLAIMED, Status.PAIRING)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=64, default="Anonymous")
+    language = models.CharField(max_length=3)
+    gender = models.CharField(max_length=6, choices=Gender.choices, null=True, blank=True)
+    age = models.PositiveSmallIntegerField(null=True, blank=True)
+    target_gender = models.CharField(max_length=6, choices=Gender.choices, null=True, blank=True)
+    target_age_min = models.PositiveSmallIntegerField(null=True, blank=True)
+    target_age_max = models.PositiveSmallIntegerField(null=True, blank=True)
+    channel_name = models.CharField(max_length=200, db_index=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.WAITING)
+    claimed_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    paired_at = models.DateTimeField(null=True, blank=True)
+    left_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # The pairing query: waiting users of one language, oldest first.
+            models.Index(
+                fields=["language", "created_at"],
+                condition=Q(status="waiting"),
+                name="pool_waiting_idx",
+            ),
+            models.Index(fields=["status", "created_at"], name="pool_status_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["channel_name"],
+                condition=Q(status__in=["waiting", "claimed", "pairing", "paired"]),
+                name="one_held_user_per_connection",
+            ),
+            models.CheckConstraint(
+                condition=Q(age__isnull=True) | Q(age__lte=150), name="age_in_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.language}, {self.status})"
+
+    @property
+    def attributes(self) -> dict:
+        return {"gender": self.gender, "age": self.age}

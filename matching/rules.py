@@ -1,0 +1,141 @@
+"""The pairing rule and the /start request, pure: no Django, no I/O."""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from randomchat.refusals import Refusal
+
+GENDERS = ("male", "female", "other")
+MAX_AGE = 150
+MAX_NAME_LENGTH = 64
+DEFAULT_NAME = "Anonymous"
+_LANGUAGE = re.compile(r"[A-Za-z]{2,3}")
+
+
+@dataclass(frozen=True, slots=True)
+class Attributes:
+    gender: str | None = None
+    age: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a user wants; None everywhere accepts anyone. Ages are inclusive."""
+
+    gender: str | None = None
+    age_min: int | None = None
+    age_max: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StartRequest:
+    name: str
+    language: str
+    attributes: Attributes
+    target: Target
+
+
+def target_accepts(target: Target, attributes: Attributes) -> bool:
+    """Each non-null target field must be met; a null attribute meets none."""
+    if target.gender is not None and attributes.gender != target.gender:
+        return False
+    if target.age_min is not None and (attributes.age is None or attributes.age < target.age_min):
+        return False
+    if target.age_max is not None and (attributes.age is None or attributes.age > target.age_max):
+        return False
+    return True
+
+
+def compatible(a: StartRequest, b: StartRequest) -> bool:
+    return (
+        a.language == b.language
+        and target_accepts(a.target, b.attributes)
+        and target_accepts(b.target, a.attributes)
+    )
+
+
+def parse_json_object(body: bytes) -> dict:
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise Refusal("invalid_json", f"The body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise Refusal("invalid_json", "The body must be a JSON object")
+    return data
+
+
+def parse_start(body: bytes) -> StartRequest:
+    """Validate a /start body; every problem names its field."""
+    data = parse_json_object(body)
+    return StartRequest(
+        name=_name(data.get("name")),
+        language=_language(data.get("languageCode")),
+        attributes=_attributes(_section(data, "userAttributes")),
+        target=_target(_section(data, "targetAttributes")),
+    )
+
+
+def _section(data: dict, key: str) -> dict:
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Refusal("invalid_field", f"{key} must be an object or null", key)
+    return value
+
+
+def _name(value) -> str:
+    if value is None:
+        return DEFAULT_NAME
+    if not isinstance(value, str):
+        raise Refusal("invalid_field", "name must be a string", "name")
+    name = value.strip()
+    if not 1 <= len(name) <= MAX_NAME_LENGTH:
+        raise Refusal("invalid_field", f"name must be 1-{MAX_NAME_LENGTH} characters", "name")
+    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in name):
+        raise Refusal("invalid_field", "name must not contain control characters", "name")
+    return name
+
+
+def _language(value) -> str:
+    if not isinstance(value, str) or not _LANGUAGE.fullmatch(value):
+        raise Refusal("invalid_field", "languageCode must be a 2-3 letter language code", "languageCode")
+    return value.lower()
+
+
+def _gender(value, field: str) -> str | None:
+    if value is None or value in GENDERS:
+        return value
+    raise Refusal("invalid_field", f"{field} must be one of {', '.join(GENDERS)} or null", field)
+
+
+def _age(value, field: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_AGE:
+        raise Refusal("invalid_field", f"{field} must be an integer 0-{MAX_AGE} or null", field)
+    return value
+
+
+def _attributes(section: dict) -> Attributes:
+    return Attributes(
+        gender=_gender(section.get("gender"), "userAttributes.gender"),
+        age=_age(section.get("age"), "userAttributes.age"),
+    )
+
+
+def _target(section: dict) -> Target:
+    gender = _gender(section.get("gender"), "targetAttributes.gender")
+    age = section.get("age")
+    if isinstance(age, dict):
+        age_min = _age(age.get("min"), "targetAttributes.age.min")
+        age_max = _age(age.get("max"), "targetAttributes.age.max")
+        if age_min is not None and age_max is not None and age_min > age_max:
+            raise Refusal("invalid_field", "targetAttributes.age.min must not exceed max", "targetAttributes.age")
+    else:
+        age_min = age_max = _age(age, "targetAttributes.age")
+    return Target(gender=gender, age_min=age_min, age_max=age_max)

@@ -1,0 +1,230 @@
+"""Pool services. Pairing is two-phase so that nobody is paired with a dead connection:
+
+1. `pool_enter` stores the newcomer and, in the same transaction, claims the longest-waiting
+   compatible user (status CLAIMED) for it (status PAIRING).
+2. The claimed user's own connection confirms with `pair_confirm`, which creates the dialog.
+   A claim its connection does not confirm in time is released by `pair_release`, which
+   claims the next candidate.
+
+Every service returns the notices to send once its transaction has committed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from dialogs.models import Dialog
+from dialogs.services import dialog_end
+from randomchat import events
+from randomchat.events import Notice
+from randomchat.refusals import Refusal
+
+from .models import PoolUser
+from .rules import StartRequest
+from .selectors import pool_candidates_for
+
+Status = PoolUser.Status
+
+
+@dataclass
+class PoolResult:
+    """What a pool service did, for the consumer that called it."""
+
+    user_id: uuid.UUID | None = None
+    dialog_id: uuid.UUID | None = None
+    group_members: list[str] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)
+
+
+def offer(claimed: PoolUser, claimant: PoolUser) -> Notice:
+    """Asks the claimed user's connection to confirm the pair."""
+    return Notice(
+        channel=claimed.channel_name,
+        message={"type": "pair.offer", "claimed": str(claimed.pk), "claimant": str(claimant.pk)},
+    )
+
+
+def _retry(user: PoolUser) -> Notice:
+    """Asks a user's connection to look for a partner again."""
+    return Notice(channel=user.channel_name, message={"type": "pair.retry", "user": str(user.pk)})
+
+
+def _lock_language(language: str) -> None:
+    """Serialize pool entry per language, so two newcomers cannot both miss each other."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"randomchat.pool.{language}"])
+
+
+def _claim_next(user: PoolUser) -> list[Notice]:
+    """Claim the longest-waiting compatible user for `user`, or leave `user` waiting."""
+    for candidate in pool_candidates_for(user).select_for_update(skip_locked=True)[:5]:
+        claimed = PoolUser.objects.filter(pk=candidate.pk, status=Status.WAITING).update(
+            status=Status.CLAIMED, claimed_by=user
+        )
+        if claimed == 1:
+            user.status = Status.PAIRING
+            user.save(update_fields=["status"])
+            return [offer(candidate, user)]
+    user.status = Status.WAITING
+    user.save(update_fields=["status"])
+    return []
+
+
+def pool_enter(*, channel_name: str, request: StartRequest) -> PoolResult:
+    """Store a new user for this connection and claim a partner for it if one waits."""
+    with transaction.atomic():
+        _lock_language(request.language)
+        held = (
+            PoolUser.objects.filter(channel_name=channel_name, status__in=PoolUser.HELD)
+            .values_list("status", flat=True)
+            .first()
+        )
+        if held == Status.PAIRED:
+            raise Refusal("already_in_dialog", "This connection is in a dialog; /stop it first")
+        if held is not None:
+            raise Refusal("already_waiting", "This connection already waits in the pool")
+        user = PoolUser.objects.create(
+            name=request.name,
+            language=request.language,
+            gender=request.attributes.gender,
+            age=request.attributes.age,
+            target_gender=request.target.gender,
+            target_age_min=request.target.age_min,
+            target_age_max=request.target.age_max,
+            channel_name=channel_name,
+        )
+        return PoolResult(user_id=user.pk, notices=_claim_next(user))
+
+
+def pair_retry(*, user_id) -> PoolResult:
+    """Look for a partner again for a user that went back to waiting."""
+    with transaction.atomic():
+        user = PoolUser.objects.filter(pk=user_id, status=Status.WAITING).first()
+        if user is None:
+            return PoolResult()
+        _lock_language(user.language)
+        user = PoolUser.objects.select_for_update().filter(pk=user_id, status=Status.WAITING).first()
+        if user is None:
+            return PoolResult()
+        return PoolResult(user_id=user.pk, notices=_claim_next(user))
+
+
+def pair_confirm(*, claimed_id, claimant_id, channel_name: str) -> PoolResult:
+    """Called by the claimed user's connection: make the pair final and create the dialog."""
+    with transaction.atomic():
+        users = {u.pk: u for u in PoolUser.objects.select_for_update().filter(pk__in=[claimed_id, claimant_id])}
+        claimed, claimant = users.get(uuid.UUID(str(claimed_id))), users.get(uuid.UUID(str(claimant_id)))
+        if claimed is None or claimed.channel_name != channel_name:
+            return PoolResult()
+        if (
+            claimant is None
+            or claimed.status != Status.CLAIMED
+            or claimed.claimed_by_id != claimant.pk
+            or claimant.status != Status.PAIRING
+        ):
+            # Stale offer. A claimed user released as unresponsive is alive after all: it waits again.
+            if claimed.status == Status.GONE and claimed.claimed_by_id == getattr(claimant, "pk", None):
+                claimed.status, claimed.left_at = Status.WAITING, None
+                claimed.save(update_fields=["status", "left_at"])
+            if claimed.status == Status.WAITING:
+                return PoolResult(notices=[_retry(claimed)])
+            return PoolResult()
+        now = timezone.now()
+        for user in (claimed, claimant):
+            user.status, user.paired_at = Status.PAIRED, now
+            user.save(update_fields=["status", "paired_at"])
+        dialog = Dialog.objects.create(first=claimed, second=claimant, language=claimed.language, started_at=now)
+    return PoolResult(
+        user_id=claimed.pk,
+        dialog_id=dialog.pk,
+        group_members=[claimed.channel_name, claimant.channel_name],
+        notices=[_paired_notice(dialog, claimed, claimant), _paired_notice(dialog, claimant, claimed)],
+    )
+
+
+def _paired_notice(dialog: Dialog, recipient: PoolUser, partner: PoolUser) -> Notice:
+    service = {
+        "partner": {
+            "name": partner.name,
+            "languageCode": partner.language,
+            "userAttributes": partner.attributes,
+        }
+    }
+    return Notice(
+        channel=recipient.channel_name,
+        message=events.chat_event(events.PAIRED, dialog.pk, sender=recipient.pk, service=service),
+    )
+
+
+def pair_release(*, claimant_id) -> PoolResult:
+    """The claimed user did not confirm: it is gone; claim the next candidate instead."""
+    with transaction.atomic():
+        claimant = PoolUser.objects.filter(pk=claimant_id, status=Status.PAIRING).first()
+        if claimant is None:
+            return PoolResult()
+        _lock_language(claimant.language)
+        claimant = PoolUser.objects.select_for_update().filter(pk=claimant_id, status=Status.PAIRING).first()
+        if claimant is None:
+            return PoolResult()
+        PoolUser.objects.filter(claimed_by=claimant, status=Status.CLAIMED).update(
+            status=Status.GONE, left_at=timezone.now()
+        )
+        return PoolResult(user_id=claimant.pk, notices=_claim_next(claimant))
+
+
+def pool_leave(*, channel_name: str, reason: str) -> PoolResult:
+    """The connection's user leaves: cancelled or gone while waiting, or its dialog ends.
+
+    Idempotent: a connection that holds no user changes nothing.
+    """
+    with transaction.atomic():
+        user = PoolUser.objects.select_for_update().filter(channel_name=channel_name, status__in=PoolUser.HELD).first()
+        if user is None:
+            return PoolResult()
+        if user.status == Status.PAIRED:
+            dialog = Dialog.objects.filter(Q(first=user) | Q(second=user), status=Dialog.Status.ACTIVE).first()
+            user.status = Status.ENDED
+            user.save(update_fields=["status"])
+            notices = dialog_end(dialog_id=dialog.pk, ended_by=user.pk, reason=reason) if dialog else []
+            return PoolResult(user_id=user.pk, dialog_id=dialog and dialog.pk, notices=notices)
+        return PoolResult(user_id=user.pk, notices=_leave_pool(user, reason))
+
+
+def _leave_pool(user: PoolUser, reason: str) -> list[Notice]:
+    notices = []
+    if user.status == Status.CLAIMED and user.claimed_by_id is not None:
+        # The claimant need not wait for its timeout.
+        claimant = PoolUser.objects.filter(pk=user.claimed_by_id).values_list("channel_name", flat=True).first()
+        if claimant:
+            notices.append(Notice(channel=claimant, message={"type": "pair.declined", "claimant": str(user.claimed_by_id)}))
+    elif user.status == Status.PAIRING:
+        # The user it claimed is alive as far as we know: back to the pool, and it looks again.
+        for claimed in PoolUser.objects.filter(claimed_by=user, status=Status.CLAIMED):
+            claimed.status = Status.WAITING
+            claimed.save(update_fields=["status"])
+            notices.append(_retry(claimed))
+    user.status = Status.CANCELLED if reason == "cancelled" else Status.GONE
+    user.left_at = timezone.now()
+    user.save(update_fields=["status", "left_at"])
+    return notices
+
+
+def pool_cancel(*, channel_name: str) -> PoolResult | None:
+    """/stop while waiting: the user leaves the pool. None if the connection waits for nothing."""
+    with transaction.atomic():
+        user = (
+            PoolUser.objects.select_for_update()
+            .filter(channel_name=channel_name, status__in=PoolUser.IN_POOL)
+            .first()
+        )
+        if user is None:
+            return None
+        notices = _leave_pool(user, "cancelled")
+    cancelled = events.chat_event(events.LEFT, service={"reason": "cancelled"})
+    return PoolResult(user_id=user.pk, notices=[*notices, Notice(channel=channel_name, message=cancelled)])

@@ -1,0 +1,155 @@
+"""ChatConsumer: the random chat's destinations and events on top of StompConsumer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from dialogs.services import DialogRequest, dialog_stop, message_create, parse_dialog_request
+from matching import services as pool
+from matching.rules import parse_start
+
+from . import events
+from .notify import send_notices
+from .refusals import Refusal
+from .stomp.frames import Frame
+from .stomp_consumer import StompConsumer
+
+logger = logging.getLogger(__name__)
+
+
+class ChatConsumer(StompConsumer):
+    destinations = {"/start": "send_start", "/message": "send_message", "/stop": "send_stop"}
+    event_destination = "/user/dialog"
+
+    async def connect(self) -> None:
+        self.user_id = None  # the user this connection holds (its latest)
+        self.dialog_id: str | None = None  # its current or latest dialog
+        self.confirm_timer: asyncio.Task | None = None
+        await super().connect()
+
+    async def disconnect(self, code: int) -> None:
+        await super().disconnect(code)
+        self._cancel_confirm_timer()
+        try:
+            result = await database_sync_to_async(pool.pool_leave)(
+                channel_name=self.channel_name, reason=self.drop_reason or "disconnect"
+            )
+            await self.apply(result)
+        except Exception:
+            logger.exception("chat leave failed session=%s", self.session_id)
+        if self.dialog_id is not None:
+            await self.channel_layer.group_discard(events.chat_group(self.dialog_id), self.channel_name)
+
+    # Destinations
+
+    async def send_start(self, frame: Frame) -> None:
+        try:
+            request = parse_start(frame.body)
+            result = await database_sync_to_async(pool.pool_enter)(
+                channel_name=self.channel_name, request=request
+            )
+        except Refusal as refusal:
+            await self.refuse(events.START_REFUSED, refusal)
+            return
+        self.user_id = result.user_id
+        logger.info("pool enter session=%s user=%s", self.session_id, result.user_id)
+        await self.apply(result)
+
+    async def send_message(self, frame: Frame) -> None:
+        request = None
+        try:
+            request = parse_dialog_request(frame.body)
+            notice = await database_sync_to_async(message_create)(request=request, held_user=self.user_id)
+        except Refusal as refusal:
+            await self.refuse(events.MESSAGE_REFUSED, refusal, request)
+            return
+        await send_notices(self.channel_layer, [notice])
+
+    async def send_stop(self, frame: Frame) -> None:
+        request = None
+        try:
+            cancelled = await database_sync_to_async(pool.pool_cancel)(channel_name=self.channel_name)
+            if cancelled is not None:
+                self._cancel_confirm_timer()
+                await self.apply(cancelled)
+                return
+            request = parse_dialog_request(frame.body)
+            notices = await database_sync_to_async(dialog_stop)(request=request, held_user=self.user_id)
+        except Refusal as refusal:
+            await self.refuse(events.STOP_REFUSED, refusal, request)
+            return
+        await send_notices(self.channel_layer, notices)
+
+    # Channel-layer events
+
+    async def chat_event(self, event: dict) -> None:
+        """Deliver an event; none of an earlier dialog passes once the next one has begun."""
+        chat, code = event["chat"], event["code"]
+        if code == events.PAIRED:
+            self._cancel_confirm_timer()
+            self.dialog_id = chat
+            logger.info("paired session=%s chat=%s", self.session_id, chat)
+        elif chat is not None and chat != self.dialog_id:
+            return
+        await self.deliver(event)
+        if code == events.LEFT and chat is not None:
+            await self.channel_layer.group_discard(events.chat_group(chat), self.channel_name)
+
+    async def pair_offer(self, event: dict) -> None:
+        result = await database_sync_to_async(pool.pair_confirm)(
+            claimed_id=event["claimed"], claimant_id=event["claimant"], channel_name=self.channel_name
+        )
+        await self.apply(result)
+
+    async def pair_retry(self, event: dict) -> None:
+        if event["user"] == str(self.user_id):
+            await self.apply(await database_sync_to_async(pool.pair_retry)(user_id=self.user_id))
+
+    async def pair_declined(self, event: dict) -> None:
+        """The claimed user is gone (or never confirmed): claim the next one."""
+        if event["claimant"] == str(self.user_id):
+            self._cancel_confirm_timer()
+            await self.apply(await database_sync_to_async(pool.pair_release)(claimant_id=self.user_id))
+
+    pair_timeout = pair_declined
+
+    # Helpers
+
+    async def apply(self, result: pool.PoolResult) -> None:
+        """Join the new dialog's group, send the notices, and time any claim this user made."""
+        if result.dialog_id is not None:
+            group = events.chat_group(result.dialog_id)
+            for member in result.group_members:
+                await self.channel_layer.group_add(group, member)
+        await send_notices(self.channel_layer, result.notices)
+        for notice in result.notices:
+            if notice.message["type"] == "pair.offer" and notice.message["claimant"] == str(self.user_id):
+                self._start_confirm_timer()
+
+    async def refuse(self, code: int, refusal: Refusal, request: DialogRequest | None = None) -> None:
+        logger.info("refused session=%s code=%s error=%s", self.session_id, code, refusal.slug)
+        body = events.event_body(
+            code,
+            chat=request.chat if request else None,
+            sender=request.sender if request else None,
+            service=refusal.as_error(),
+        )
+        await self.deliver({"body": body})
+
+    def _start_confirm_timer(self) -> None:
+        self._cancel_confirm_timer()
+        self.confirm_timer = asyncio.get_running_loop().create_task(self._confirm_timeout(str(self.user_id)))
+
+    def _cancel_confirm_timer(self) -> None:
+        if self.confirm_timer is not None:
+            self.confirm_timer.cancel()
+            self.confirm_timer = None
+
+    async def _confirm_timeout(self, claimant: str) -> None:
+        await asyncio.sleep(settings.RANDOMCHAT_PAIR_CONFIRM_TIMEOUT)
+        self.confirm_timer = None
+        await self.channel_layer.send(self.channel_name, {"type": "pair.timeout", "claimant": claimant})

@@ -1,0 +1,54 @@
+"""Event bodies and the notices that carry them over the channel layer. Pure."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+PAIRED = 10
+START_REFUSED = 11
+MESSAGE = 20
+MESSAGE_REFUSED = 21
+LEFT = 30
+STOP_REFUSED = 31
+
+
+def event_body(code: int, *, chat=None, sender=None, service=None, content=None) -> bytes:
+    """The JSON body of every event: exactly the five keys of the protocol."""
+    return json.dumps(
+        {
+            "chatUUID": None if chat is None else str(chat),
+            "senderUUID": None if sender is None else str(sender),
+            "eventCode": code,
+            "serviceContent": service,
+            "content": content,
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    ).encode()
+
+
+def chat_group(chat) -> str:
+    return f"chat.{chat.hex if hasattr(chat, 'hex') else chat}"
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A channel-layer message a service asks to send once its transaction committed.
+
+    Exactly one of `channel` and `group` is set.
+    """
+
+    message: dict
+    channel: str | None = None
+    group: str | None = None
+
+
+def chat_event(code: int, chat=None, *, sender=None, service=None, content=None) -> dict:
+    """The channel-layer message that carries one event to a consumer."""
+    return {
+        "type": "chat.event",
+        "chat": None if chat is None else str(chat),
+        "code": code,
+        "body": event_body(code, chat=chat, sender=sender, service=service, content=content),
+    }

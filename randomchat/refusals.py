@@ -1,0 +1,17 @@
+"""Refusal: an action the chat declines, reported to the requester as an x1 event."""
+
+
+class Refusal(Exception):
+    """Carries the error object of events 11/21/31: a slug, a human detail, maybe a field."""
+
+    def __init__(self, slug: str, detail: str, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.slug = slug
+        self.detail = detail
+        self.field = field
+
+    def as_error(self) -> dict:
+        error = {"error": self.slug, "detail": self.detail}
+        if self.field is not None:
+            error["field"] = self.field
+        return error

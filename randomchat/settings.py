@@ -1,0 +1,152 @@
+"""Settings from the environment, with embedded defaults: SQLite and the in-memory layer.
+
+DATABASE_URL switches to PostgreSQL (or any dj-database-url URL), REDIS_URL to channels-redis.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return default if value in (None, "") else int(value)
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+# DEBUG is on only in development: an explicit DJANGO_DEBUG=1, never by default in production.
+DEBUG = env_bool("DJANGO_DEBUG", False)
+PRODUCTION = env_bool("RANDOMCHAT_PRODUCTION", False)
+
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if PRODUCTION:
+        raise ImproperlyConfigured("SECRET_KEY must be set when RANDOMCHAT_PRODUCTION is on")
+    SECRET_KEY = "insecure-development-key-randomchat-not-for-production-use-0123456789"
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+# Extra WebSocket origins allowed besides the host itself (e.g. https://chat.example.com).
+RANDOMCHAT_ALLOWED_ORIGINS = env_list("RANDOMCHAT_ALLOWED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "matching",
+    "dialogs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "randomchat.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "randomchat" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+ASGI_APPLICATION = "randomchat.asgi.application"
+
+SQLITE_PATH = os.environ.get("RANDOMCHAT_SQLITE_PATH", str(BASE_DIR / "db.sqlite3"))
+if os.environ.get("DATABASE_URL"):
+    DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=0)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": SQLITE_PATH,
+            # IMMEDIATE: racing writers wait for the lock instead of failing mid-transaction.
+            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20},
+            # A file, so that a daphne process started by the tests shares the test database.
+            "TEST": {"NAME": os.environ.get("RANDOMCHAT_SQLITE_TEST_PATH", SQLITE_PATH + ".test")},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# The STOMP layer. Every limit can be set from the environment.
+STOMP_HEARTBEAT = (
+    env_int("RANDOMCHAT_HEARTBEAT_SEND_MS", 10000),
+    env_int("RANDOMCHAT_HEARTBEAT_RECEIVE_MS", 10000),
+)
+STOMP_HEARTBEAT_GRACE = 3  # silent client intervals before the connection is dropped
+STOMP_CONNECT_TIMEOUT = float(os.environ.get("RANDOMCHAT_CONNECT_TIMEOUT", "10"))
+STOMP_MAX_FRAME_SIZE = env_int("RANDOMCHAT_MAX_FRAME_SIZE", 64 * 1024)
+STOMP_MAX_HEADERS = env_int("RANDOMCHAT_MAX_HEADERS", 100)
+STOMP_MAX_HEADER_LINE = env_int("RANDOMCHAT_MAX_HEADER_LINE", 8 * 1024)
+STOMP_MAX_PENDING_EVENTS = env_int("RANDOMCHAT_MAX_PENDING_EVENTS", 100)
+STOMP_MAX_SUBSCRIPTIONS = env_int("RANDOMCHAT_MAX_SUBSCRIPTIONS", 16)
+STOMP_MAX_TRANSACTIONS = env_int("RANDOMCHAT_MAX_TRANSACTIONS", 8)
+STOMP_MAX_TRANSACTION_FRAMES = env_int("RANDOMCHAT_MAX_TRANSACTION_FRAMES", 64)
+
+# The chat.
+RANDOMCHAT_MAX_CONTENT_LENGTH = env_int("RANDOMCHAT_MAX_CONTENT_LENGTH", 4096)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("RANDOMCHAT_LOG_LEVEL", "INFO")},
+    "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
+}
+# How long a claimed user's connection has to confirm a pair before the claim moves on.
+RANDOMCHAT_PAIR_CONFIRM_TIMEOUT = float(os.environ.get("RANDOMCHAT_PAIR_CONFIRM_TIMEOUT", "5"))

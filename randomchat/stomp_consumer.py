@@ -1,0 +1,356 @@
+"""StompConsumer: STOMP 1.0-1.2 over a WebSocket, and nothing about chat.
+
+Subclasses map SEND destinations to handler methods and call `deliver()` for events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import uuid
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from . import __version__
+from .stomp import HEARTBEAT, Frame, FrameError, FrameParser, encode_frame
+from .stomp import frames as f
+
+logger = logging.getLogger(__name__)
+
+SUBPROTOCOLS = ("v12.stomp", "v11.stomp", "v10.stomp")
+APP_PREFIX = "/app"
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_POLICY = 1008
+
+
+class ProtocolError(Exception):
+    """A client broke the STOMP contract: answered with one ERROR frame, then close."""
+
+    def __init__(self, message: str, *, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers
+
+
+def negotiate_version(accept_version: str | None) -> str | None:
+    """The highest version both sides speak; no header means 1.0."""
+    if accept_version is None:
+        return "1.0"
+    offered = {v.strip() for v in accept_version.split(",")}
+    common = [v for v in f.SUPPORTED_VERSIONS if v in offered]
+    return common[-1] if common else None
+
+
+def parse_heartbeat(value: str | None) -> tuple[int, int]:
+    if value is None:
+        return 0, 0
+    parts = value.split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ProtocolError(f"Invalid heart-beat header {value[:40]!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def negotiate_heartbeat(client: tuple[int, int], server: tuple[int, int]) -> tuple[int, int]:
+    """(server->client interval, client->server interval) in ms; 0 means none (STOMP 1.2)."""
+    cx, cy = client
+    sx, sy = server
+    outgoing = 0 if sx == 0 or cy == 0 else max(sx, cy)
+    incoming = 0 if cx == 0 or sy == 0 else max(cx, sy)
+    return outgoing, incoming
+
+
+def select_subprotocol(offered: list[str]) -> str | None:
+    for candidate in SUBPROTOCOLS:
+        if candidate in offered:
+            return candidate
+    return None
+
+
+class StompConsumer(AsyncWebsocketConsumer):
+    """Speaks STOMP; subclasses set `destinations` and `event_destination`."""
+
+    destinations: dict[str, str] = {}
+    event_destination = ""
+
+    async def connect(self) -> None:
+        self.session_id = uuid.uuid4().hex
+        self.version: str | None = None
+        self.closing = False
+        self.drop_reason: str | None = None  # "timeout" when heart-beats stopped
+        self.parser = FrameParser(
+            max_frame_size=settings.STOMP_MAX_FRAME_SIZE,
+            max_headers=settings.STOMP_MAX_HEADERS,
+            max_header_line=settings.STOMP_MAX_HEADER_LINE,
+        )
+        self.subscriptions: dict[str, str] = {}
+        self.transactions: dict[str, list[Frame]] = {}
+        self.pending_events: list[dict] = []
+        self.message_ids = itertools.count(1)
+        loop = asyncio.get_running_loop()
+        self.last_inbound = self.last_outbound = loop.time()
+        self.timer: asyncio.Task | None = loop.create_task(self._watch_connect_timeout())
+        subprotocol = select_subprotocol(self.scope.get("subprotocols") or [])
+        await self.accept(subprotocol=subprotocol)
+
+    async def disconnect(self, code: int) -> None:
+        self.closing = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.transactions.clear()
+
+    # Inbound
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closing:
+            return
+        self.last_inbound = asyncio.get_running_loop().time()
+        data = text_data.encode() if text_data is not None else bytes_data or b""
+        try:
+            items = self.parser.feed(data)
+        except FrameError as exc:
+            await self.reject(str(exc))
+            return
+        for item in items:
+            if item is HEARTBEAT:
+                continue
+            try:
+                await self.receive_frame(item)
+            except ProtocolError as exc:
+                receipt = item.get(f.HDR_RECEIPT)
+                headers = exc.headers + ((f.HDR_RECEIPT_ID, receipt),) if receipt else exc.headers
+                await self.reject(exc.message, headers=headers)
+            if self.closing:
+                return
+
+    async def receive_frame(self, frame: Frame) -> None:
+        """Handle one client frame, then acknowledge its receipt if it asked for one."""
+        command = frame.command
+        if command not in f.CLIENT_COMMANDS:
+            raise ProtocolError(f"Unknown command {command}")
+        if self.version is None and command not in (f.CMD_CONNECT, f.CMD_STOMP):
+            raise ProtocolError(f"Expected CONNECT or STOMP, got {command}")
+        handler = getattr(self, "frame_" + command.lower())
+        await handler(frame)
+        receipt = frame.get(f.HDR_RECEIPT)
+        if receipt is not None and command not in (f.CMD_CONNECT, f.CMD_STOMP) and not self.closing:
+            await self.send_frame(Frame(f.CMD_RECEIPT, ((f.HDR_RECEIPT_ID, receipt),)))
+        if command == f.CMD_DISCONNECT:
+            self.closing = True
+            await self.close()
+
+    async def frame_connect(self, frame: Frame) -> None:
+        if self.version is not None:
+            raise ProtocolError("Already connected")
+        version = negotiate_version(frame.get(f.HDR_ACCEPT_VERSION))
+        if version is None:
+            supported = ",".join(f.SUPPORTED_VERSIONS)
+            raise ProtocolError(
+                f"Supported protocol versions are {supported}",
+                headers=((f.HDR_VERSION, supported),),
+            )
+        client_heartbeat = parse_heartbeat(frame.get(f.HDR_HEART_BEAT)) if version != "1.0" else (0, 0)
+        server_heartbeat = tuple(settings.STOMP_HEARTBEAT) if version != "1.0" else (0, 0)
+        self.outgoing_interval, self.incoming_interval = negotiate_heartbeat(
+            client_heartbeat, server_heartbeat
+        )
+        self.version = self.parser.version = version
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = asyncio.get_running_loop().create_task(self._heartbeat())
+        await self.send_frame(
+            Frame(
+                f.CMD_CONNECTED,
+                (
+                    (f.HDR_VERSION, version),
+                    (f.HDR_HEART_BEAT, "%d,%d" % server_heartbeat),
+                    (f.HDR_SERVER, f"randomchat/{__version__}"),
+                    (f.HDR_SESSION, self.session_id),
+                ),
+            )
+        )
+        await self.stomp_connected()
+
+    frame_stomp = frame_connect
+
+    async def frame_subscribe(self, frame: Frame) -> None:
+        destination = self._required(frame, f.HDR_DESTINATION)
+        sub_id = frame.get(f.HDR_ID)
+        if sub_id is None:
+            if self.version != "1.0":
+                raise ProtocolError("SUBSCRIBE without an id header")
+            sub_id = destination
+        if sub_id in self.subscriptions:
+            raise ProtocolError(f"Subscription id {sub_id!r} is already in use")
+        if destination != self.event_destination:
+            raise ProtocolError(f"Unknown destination {destination!r}")
+        if len(self.subscriptions) >= settings.STOMP_MAX_SUBSCRIPTIONS:
+            raise ProtocolError(f"More than {settings.STOMP_MAX_SUBSCRIPTIONS} subscriptions")
+        self.subscriptions[sub_id] = destination
+        pending, self.pending_events = self.pending_events, []
+        for event in pending:
+            await self.deliver(event)
+
+    async def frame_unsubscribe(self, frame: Frame) -> None:
+        sub_id = frame.get(f.HDR_ID)
+        if sub_id is None and self.version == "1.0":
+            sub_id = frame.get(f.HDR_DESTINATION)
+        if sub_id is None:
+            raise ProtocolError("UNSUBSCRIBE without an id header")
+        if self.subscriptions.pop(sub_id, None) is None:
+            raise ProtocolError(f"No subscription with id {sub_id!r}")
+
+    async def frame_ack(self, frame: Frame) -> None:
+        """Every subscription is `auto`: ACK and NACK have no effect."""
+
+    frame_nack = frame_ack
+
+    async def frame_begin(self, frame: Frame) -> None:
+        name = self._required(frame, f.HDR_TRANSACTION)
+        if name in self.transactions:
+            raise ProtocolError(f"Transaction {name!r} is already open")
+        if len(self.transactions) >= settings.STOMP_MAX_TRANSACTIONS:
+            raise ProtocolError(f"More than {settings.STOMP_MAX_TRANSACTIONS} open transactions")
+        self.transactions[name] = []
+
+    async def frame_commit(self, frame: Frame) -> None:
+        for send in self._end_transaction(frame):
+            await self.dispatch_send(send)
+
+    async def frame_abort(self, frame: Frame) -> None:
+        self._end_transaction(frame)
+
+    async def frame_send(self, frame: Frame) -> None:
+        destination = self._required(frame, f.HDR_DESTINATION)
+        handler = self._handler_for(destination)
+        name = frame.get(f.HDR_TRANSACTION)
+        if name is None:
+            await handler(frame)
+            return
+        frames = self.transactions.get(name)
+        if frames is None:
+            raise ProtocolError(f"No open transaction {name!r}")
+        if len(frames) >= settings.STOMP_MAX_TRANSACTION_FRAMES:
+            raise ProtocolError(
+                f"More than {settings.STOMP_MAX_TRANSACTION_FRAMES} frames in transaction {name!r}"
+            )
+        frames.append(frame)
+
+    async def frame_disconnect(self, frame: Frame) -> None:
+        """The chat effect is the same as the socket closing; the close follows the receipt."""
+        self.transactions.clear()
+
+    async def dispatch_send(self, frame: Frame) -> None:
+        await self._handler_for(frame.get(f.HDR_DESTINATION))(frame)
+
+    def _handler_for(self, destination: str):
+        name = destination[len(APP_PREFIX):] if destination.startswith(APP_PREFIX + "/") else destination
+        method = self.destinations.get(name)
+        if method is None:
+            raise ProtocolError(f"Unknown destination {destination!r}")
+        return getattr(self, method)
+
+    def _end_transaction(self, frame: Frame) -> list[Frame]:
+        name = self._required(frame, f.HDR_TRANSACTION)
+        frames = self.transactions.pop(name, None)
+        if frames is None:
+            raise ProtocolError(f"No open transaction {name!r}")
+        return frames
+
+    @staticmethod
+    def _required(frame: Frame, header: str) -> str:
+        value = frame.get(header)
+        if value is None:
+            raise ProtocolError(f"{frame.command} without a {header} header")
+        return value
+
+    # Hooks
+
+    async def stomp_connected(self) -> None:
+        """Called once the client is CONNECTED."""
+
+    # Outbound
+
+    async def send_frame(self, frame: Frame) -> None:
+        data = encode_frame(frame, self.version or "1.0")
+        self.last_outbound = asyncio.get_running_loop().time()
+        await self.send(text_data=data.decode("utf-8", "surrogateescape"))
+
+    async def deliver(self, event: dict) -> None:
+        """Send an event body (JSON bytes in `event["body"]`) to every subscription of events.
+
+        Until the client subscribes, a bounded number of events wait for it.
+        """
+        if self.closing:
+            return
+        targets = [sub_id for sub_id, dest in self.subscriptions.items() if dest == self.event_destination]
+        if not targets:
+            if len(self.pending_events) >= settings.STOMP_MAX_PENDING_EVENTS:
+                await self.reject(
+                    f"More than {settings.STOMP_MAX_PENDING_EVENTS} events wait for a SUBSCRIBE "
+                    f"to {self.event_destination}"
+                )
+                return
+            self.pending_events.append(event)
+            return
+        for sub_id in targets:
+            await self.send_frame(
+                Frame(
+                    f.CMD_MESSAGE,
+                    (
+                        (f.HDR_DESTINATION, self.event_destination),
+                        (f.HDR_SUBSCRIPTION, sub_id),
+                        (f.HDR_MESSAGE_ID, f"{self.session_id}-{next(self.message_ids)}"),
+                        (f.HDR_CONTENT_TYPE, "application/json"),
+                    ),
+                    event["body"],
+                )
+            )
+
+    async def reject(self, message: str, *, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        """One ERROR frame, then close; other connections never notice."""
+        if self.closing:
+            return
+        logger.info("stomp rejected session=%s reason=%s", self.session_id, message)
+        await self.send_frame(
+            Frame(
+                f.CMD_ERROR,
+                ((f.HDR_MESSAGE, message.replace("\n", " ")[:500]), (f.HDR_CONTENT_TYPE, "text/plain")) + headers,
+                message.encode(),
+            )
+        )
+        self.closing = True
+        await self.close(code=CLOSE_PROTOCOL_ERROR)
+
+    # Timers
+
+    async def _watch_connect_timeout(self) -> None:
+        await asyncio.sleep(settings.STOMP_CONNECT_TIMEOUT)
+        if self.version is None and not self.closing:
+            logger.info("stomp rejected session=%s reason=no CONNECT within %ss", self.session_id, settings.STOMP_CONNECT_TIMEOUT)
+            self.closing = True
+            await self.close(code=CLOSE_POLICY)
+
+    async def _heartbeat(self) -> None:
+        """Send EOLs on time; drop a client whose heart-beats stop."""
+        out_s = self.outgoing_interval / 1000
+        in_s = self.incoming_interval / 1000
+        grace = in_s * settings.STOMP_HEARTBEAT_GRACE
+        if not out_s and not in_s:
+            return
+        tick = min(x for x in (out_s / 2, in_s / 2) if x)
+        loop = asyncio.get_running_loop()
+        while not self.closing:
+            await asyncio.sleep(tick)
+            now = loop.time()
+            if in_s and now - self.last_inbound > grace:
+                logger.info("stomp rejected session=%s reason=no heart-beat for %.1fs", self.session_id, now - self.last_inbound)
+                self.closing = True
+                self.drop_reason = "timeout"
+                await self.close(code=CLOSE_POLICY)
+                return
+            if out_s and now - self.last_outbound >= out_s - tick:
+                self.last_outbound = now
+                await self.send(text_data="\n")
