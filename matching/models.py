@@ -13,6 +13,19 @@ class Gender(models.TextChoices):
     OTHER = "other"
 
 
+class ServerProcess(models.Model):
+    """A live daphne process, known by its heartbeat; what a dead one owned is released."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.hostname}:{self.pid}"
+
+
 class PoolUser(models.Model):
     """A user created by /start; its id is the senderUUID the client speaks with."""
 
@@ -38,6 +51,10 @@ class PoolUser(models.Model):
     target_age_min = models.PositiveSmallIntegerField(null=True, blank=True)
     target_age_max = models.PositiveSmallIntegerField(null=True, blank=True)
     channel_name = models.CharField(max_length=200, db_index=True)
+    process = models.ForeignKey(
+        ServerProcess, null=True, blank=True, on_delete=models.SET_NULL, related_name="users",
+        help_text="The process that holds this user's connection.",
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.WAITING)
     claimed_by = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

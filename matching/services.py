@@ -76,7 +76,7 @@ def _claim_next(user: PoolUser) -> list[Notice]:
     return []
 
 
-def pool_enter(*, channel_name: str, request: StartRequest) -> PoolResult:
+def pool_enter(*, channel_name: str, request: StartRequest, process_id=None) -> PoolResult:
     """Store a new user for this connection and claim a partner for it if one waits."""
     with transaction.atomic():
         _lock_language(request.language)
@@ -98,6 +98,7 @@ def pool_enter(*, channel_name: str, request: StartRequest) -> PoolResult:
             target_age_min=request.target.age_min,
             target_age_max=request.target.age_max,
             channel_name=channel_name,
+            process_id=process_id,
         )
         return PoolResult(user_id=user.pk, notices=_claim_next(user))
 
@@ -179,21 +180,34 @@ def pair_release(*, claimant_id) -> PoolResult:
 
 
 def pool_leave(*, channel_name: str, reason: str) -> PoolResult:
-    """The connection's user leaves: cancelled or gone while waiting, or its dialog ends.
+    """The connection's user leaves: gone while waiting, or its dialog ends with `reason`.
 
     Idempotent: a connection that holds no user changes nothing.
     """
     with transaction.atomic():
         user = PoolUser.objects.select_for_update().filter(channel_name=channel_name, status__in=PoolUser.HELD).first()
-        if user is None:
-            return PoolResult()
-        if user.status == Status.PAIRED:
-            dialog = Dialog.objects.filter(Q(first=user) | Q(second=user), status=Dialog.Status.ACTIVE).first()
-            user.status = Status.ENDED
-            user.save(update_fields=["status"])
-            notices = dialog_end(dialog_id=dialog.pk, ended_by=user.pk, reason=reason) if dialog else []
-            return PoolResult(user_id=user.pk, dialog_id=dialog and dialog.pk, notices=notices)
-        return PoolResult(user_id=user.pk, notices=_leave_pool(user, reason))
+        return _release(user, reason) if user is not None else PoolResult()
+
+
+def pool_release(*, user_ids, reason: str) -> list[Notice]:
+    """Release users whose connections are gone (a dead process, a lost disconnect)."""
+    notices = []
+    for user_id in user_ids:
+        with transaction.atomic():
+            user = PoolUser.objects.select_for_update().filter(pk=user_id, status__in=PoolUser.HELD).first()
+            if user is not None:
+                notices += _release(user, reason).notices
+    return notices
+
+
+def _release(user: PoolUser, reason: str) -> PoolResult:
+    if user.status == Status.PAIRED:
+        dialog = Dialog.objects.filter(Q(first=user) | Q(second=user), status=Dialog.Status.ACTIVE).first()
+        user.status, user.left_at = Status.ENDED, timezone.now()
+        user.save(update_fields=["status", "left_at"])
+        notices = dialog_end(dialog_id=dialog.pk, ended_by=user.pk, reason=reason) if dialog else []
+        return PoolResult(user_id=user.pk, dialog_id=dialog and dialog.pk, notices=notices)
+    return PoolResult(user_id=user.pk, notices=_leave_pool(user, reason))
 
 
 def _leave_pool(user: PoolUser, reason: str) -> list[Notice]:

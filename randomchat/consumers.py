@@ -14,6 +14,7 @@ from matching.rules import parse_start
 
 from . import events
 from .notify import send_notices
+from .process import current_process, live_channels
 from .refusals import Refusal
 from .stomp.frames import Frame
 from .stomp_consumer import StompConsumer
@@ -29,10 +30,13 @@ class ChatConsumer(StompConsumer):
         self.user_id = None  # the user this connection holds (its latest)
         self.dialog_id: str | None = None  # its current or latest dialog
         self.confirm_timer: asyncio.Task | None = None
+        self.process = await current_process()
+        live_channels.add(self.channel_name)
         await super().connect()
 
     async def disconnect(self, code: int) -> None:
         await super().disconnect(code)
+        live_channels.discard(self.channel_name)
         self._cancel_confirm_timer()
         try:
             result = await database_sync_to_async(pool.pool_leave)(
@@ -50,7 +54,7 @@ class ChatConsumer(StompConsumer):
         try:
             request = parse_start(frame.body)
             result = await database_sync_to_async(pool.pool_enter)(
-                channel_name=self.channel_name, request=request
+                channel_name=self.channel_name, request=request, process_id=self.process.pk
             )
         except Refusal as refusal:
             await self.refuse(events.START_REFUSED, refusal)

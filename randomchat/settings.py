@@ -150,3 +150,7 @@ LOGGING = {
 }
 # How long a claimed user's connection has to confirm a pair before the claim moves on.
 RANDOMCHAT_PAIR_CONFIRM_TIMEOUT = float(os.environ.get("RANDOMCHAT_PAIR_CONFIRM_TIMEOUT", "5"))
+# Each process beats this often (s); one silent for RANDOMCHAT_PROCESS_TIMEOUT is dead and
+# its users are released (their partners get 30 "disconnect").
+RANDOMCHAT_PROCESS_HEARTBEAT = float(os.environ.get("RANDOMCHAT_PROCESS_HEARTBEAT", "5"))
+RANDOMCHAT_PROCESS_TIMEOUT = float(os.environ.get("RANDOMCHAT_PROCESS_TIMEOUT", "20"))

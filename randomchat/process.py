@@ -1,0 +1,56 @@
+"""This process's place among the servers: registration, heartbeat, cleanup loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from matching import processes
+
+from .notify import send_notices
+
+logger = logging.getLogger(__name__)
+
+live_channels: set[str] = set()
+"""Channel names of this process's open connections."""
+
+_registered: dict[asyncio.AbstractEventLoop, object] = {}
+
+
+async def current_process():
+    """Register this process on first use and start its heartbeat loop (one per event loop)."""
+    loop = asyncio.get_running_loop()
+    process = _registered.get(loop)
+    if process is None:
+        process = await database_sync_to_async(processes.process_register)()
+        if loop in _registered:  # another connection registered meanwhile
+            await database_sync_to_async(process.delete)()
+            return _registered[loop]
+        _registered.clear()  # a closed loop (tests) leaves nothing behind
+        _registered[loop] = process
+        loop.create_task(_beat_forever(process))
+        logger.info("process registered id=%s", process.pk)
+    return process
+
+
+async def _beat_forever(process) -> None:
+    layer = get_channel_layer()
+    while True:
+        await asyncio.sleep(settings.RANDOMCHAT_PROCESS_HEARTBEAT)
+        try:
+            await beat_once(process, layer)
+        except Exception:
+            logger.exception("process heartbeat failed id=%s", process.pk)
+
+
+async def beat_once(process, layer) -> None:
+    await database_sync_to_async(processes.process_beat)(process)
+    dead, notices = await database_sync_to_async(processes.process_release_dead)()
+    for gone in dead:
+        logger.info("process released id=%s host=%s pid=%s", gone.pk, gone.hostname, gone.pid)
+    notices += await database_sync_to_async(processes.process_reconcile)(process, set(live_channels))
+    await send_notices(layer, notices)
