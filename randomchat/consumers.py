@@ -7,19 +7,32 @@ import logging
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from dialogs.services import DialogRequest, dialog_stop, message_create, parse_dialog_request
 from matching import services as pool
 from matching.rules import parse_start
 
 from . import events
-from .notify import send_notices
+from .notify import send_notices, with_retry
 from .process import current_process, live_channels
+from .ratelimit import TokenBucket
 from .refusals import Refusal
 from .stomp.frames import Frame
 from .stomp_consumer import StompConsumer
 
 logger = logging.getLogger(__name__)
+
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+
+
+async def call(service, **kwargs):
+    """Run a service in a thread; a database that is down becomes the refusal `unavailable`."""
+    try:
+        return await database_sync_to_async(service)(**kwargs)
+    except DATABASE_UNAVAILABLE as exc:
+        logger.warning("database unavailable service=%s error=%s", service.__name__, type(exc).__name__)
+        raise Refusal("unavailable", "The service is briefly unavailable; try again shortly") from None
 
 
 class ChatConsumer(StompConsumer):
@@ -30,7 +43,9 @@ class ChatConsumer(StompConsumer):
         self.user_id = None  # the user this connection holds (its latest)
         self.dialog_id: str | None = None  # its current or latest dialog
         self.confirm_timer: asyncio.Task | None = None
-        self.process = await current_process()
+        self.start_bucket = TokenBucket(*settings.RANDOMCHAT_RATE_START)
+        self.message_bucket = TokenBucket(*settings.RANDOMCHAT_RATE_MESSAGE)
+        self.rate_refusals = 0
         live_channels.add(self.channel_name)
         await super().connect()
 
@@ -44,6 +59,7 @@ class ChatConsumer(StompConsumer):
             )
             await self.apply(result)
         except Exception:
+            # The process's heartbeat loop releases the user once the database is back.
             logger.exception("chat leave failed session=%s", self.session_id)
         if self.dialog_id is not None:
             await self.channel_layer.group_discard(events.chat_group(self.dialog_id), self.channel_name)
@@ -52,9 +68,11 @@ class ChatConsumer(StompConsumer):
 
     async def send_start(self, frame: Frame) -> None:
         try:
+            await self.check_rate(self.start_bucket)
             request = parse_start(frame.body)
-            result = await database_sync_to_async(pool.pool_enter)(
-                channel_name=self.channel_name, request=request, process_id=self.process.pk
+            process = await self.ensure_process()
+            result = await call(
+                pool.pool_enter, channel_name=self.channel_name, request=request, process_id=process.pk
             )
         except Refusal as refusal:
             await self.refuse(events.START_REFUSED, refusal)
@@ -66,8 +84,9 @@ class ChatConsumer(StompConsumer):
     async def send_message(self, frame: Frame) -> None:
         request = None
         try:
+            await self.check_rate(self.message_bucket)
             request = parse_dialog_request(frame.body)
-            notice = await database_sync_to_async(message_create)(request=request, held_user=self.user_id)
+            notice = await call(message_create, request=request, held_user=self.user_id)
         except Refusal as refusal:
             await self.refuse(events.MESSAGE_REFUSED, refusal, request)
             return
@@ -76,13 +95,13 @@ class ChatConsumer(StompConsumer):
     async def send_stop(self, frame: Frame) -> None:
         request = None
         try:
-            cancelled = await database_sync_to_async(pool.pool_cancel)(channel_name=self.channel_name)
+            cancelled = await call(pool.pool_cancel, channel_name=self.channel_name)
             if cancelled is not None:
                 self._cancel_confirm_timer()
                 await self.apply(cancelled)
                 return
             request = parse_dialog_request(frame.body)
-            notices = await database_sync_to_async(dialog_stop)(request=request, held_user=self.user_id)
+            notices = await call(dialog_stop, request=request, held_user=self.user_id)
         except Refusal as refusal:
             await self.refuse(events.STOP_REFUSED, refusal, request)
             return
@@ -101,34 +120,64 @@ class ChatConsumer(StompConsumer):
             return
         await self.deliver(event)
         if code == events.LEFT and chat is not None:
-            await self.channel_layer.group_discard(events.chat_group(chat), self.channel_name)
+            await with_retry(self.channel_layer.group_discard, events.chat_group(chat), self.channel_name)
 
     async def pair_offer(self, event: dict) -> None:
-        result = await database_sync_to_async(pool.pair_confirm)(
-            claimed_id=event["claimed"], claimant_id=event["claimant"], channel_name=self.channel_name
+        await self.pool_step(
+            event, pool.pair_confirm, claimed_id=event["claimed"], claimant_id=event["claimant"],
+            channel_name=self.channel_name,
         )
-        await self.apply(result)
 
     async def pair_retry(self, event: dict) -> None:
         if event["user"] == str(self.user_id):
-            await self.apply(await database_sync_to_async(pool.pair_retry)(user_id=self.user_id))
+            await self.pool_step(event, pool.pair_retry, user_id=self.user_id)
 
     async def pair_declined(self, event: dict) -> None:
         """The claimed user is gone (or never confirmed): claim the next one."""
         if event["claimant"] == str(self.user_id):
             self._cancel_confirm_timer()
-            await self.apply(await database_sync_to_async(pool.pair_release)(claimant_id=self.user_id))
+            await self.pool_step(event, pool.pair_release, claimant_id=self.user_id)
 
     pair_timeout = pair_declined
 
     # Helpers
+
+    async def pool_step(self, event: dict, service, **kwargs) -> None:
+        """A pairing step no client frame waits for: while the database is down, retry it later."""
+        try:
+            result = await call(service, **kwargs)
+        except Refusal:
+            asyncio.get_running_loop().create_task(self._redeliver(event))
+            return
+        await self.apply(result)
+
+    async def _redeliver(self, event: dict) -> None:
+        await asyncio.sleep(settings.RANDOMCHAT_RETRY_DELAY)
+        if not self.closing:
+            await self.channel_layer.send(self.channel_name, event)
+
+    async def ensure_process(self):
+        try:
+            return await current_process()
+        except DATABASE_UNAVAILABLE:
+            raise Refusal("unavailable", "The service is briefly unavailable; try again shortly") from None
+
+    async def check_rate(self, bucket: TokenBucket) -> None:
+        """Refuse over the limit; close a connection that keeps pushing past it."""
+        if bucket.take(asyncio.get_running_loop().time()):
+            self.rate_refusals = 0
+            return
+        self.rate_refusals += 1
+        if self.rate_refusals >= settings.RANDOMCHAT_RATE_ABUSE_LIMIT:
+            await self.reject(f"Rate limit exceeded {self.rate_refusals} times in a row")
+        raise Refusal("rate_limited", "Too many requests; slow down")
 
     async def apply(self, result: pool.PoolResult) -> None:
         """Join the new dialog's group, send the notices, and time any claim this user made."""
         if result.dialog_id is not None:
             group = events.chat_group(result.dialog_id)
             for member in result.group_members:
-                await self.channel_layer.group_add(group, member)
+                await with_retry(self.channel_layer.group_add, group, member)
         await send_notices(self.channel_layer, result.notices)
         for notice in result.notices:
             if notice.message["type"] == "pair.offer" and notice.message["claimant"] == str(self.user_id):

@@ -154,3 +154,20 @@ RANDOMCHAT_PAIR_CONFIRM_TIMEOUT = float(os.environ.get("RANDOMCHAT_PAIR_CONFIRM_
 # its users are released (their partners get 30 "disconnect").
 RANDOMCHAT_PROCESS_HEARTBEAT = float(os.environ.get("RANDOMCHAT_PROCESS_HEARTBEAT", "5"))
 RANDOMCHAT_PROCESS_TIMEOUT = float(os.environ.get("RANDOMCHAT_PROCESS_TIMEOUT", "20"))
+
+# Per-connection rate limits (token buckets keyed on the connection, never on a client field):
+# (tokens per second, burst). Past the limit an action gets its x1 event `rate_limited`;
+# RANDOMCHAT_RATE_ABUSE_LIMIT refusals in a row close the connection with ERROR.
+RANDOMCHAT_RATE_START = (
+    float(os.environ.get("RANDOMCHAT_RATE_START_PER_S", "1")),
+    float(os.environ.get("RANDOMCHAT_RATE_START_BURST", "5")),
+)
+RANDOMCHAT_RATE_MESSAGE = (
+    float(os.environ.get("RANDOMCHAT_RATE_MESSAGE_PER_S", "10")),
+    float(os.environ.get("RANDOMCHAT_RATE_MESSAGE_BURST", "30")),
+)
+RANDOMCHAT_RATE_ABUSE_LIMIT = env_int("RANDOMCHAT_RATE_ABUSE_LIMIT", 50)
+# How long a notice is retried while the channel layer (Redis) is unavailable.
+RANDOMCHAT_LAYER_RETRY_SECONDS = float(os.environ.get("RANDOMCHAT_LAYER_RETRY_SECONDS", "15"))
+# Pause before a pairing step that failed on an unavailable database is tried again (s).
+RANDOMCHAT_RETRY_DELAY = float(os.environ.get("RANDOMCHAT_RETRY_DELAY", "1"))
