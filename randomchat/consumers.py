@@ -13,7 +13,7 @@ from dialogs.services import DialogRequest, dialog_stop, message_create, parse_d
 from matching import services as pool
 from matching.rules import parse_start
 
-from . import events
+from . import events, metrics
 from .notify import send_notices, with_retry
 from .process import current_process, live_channels
 from .ratelimit import TokenBucket
@@ -46,12 +46,16 @@ class ChatConsumer(StompConsumer):
         self.start_bucket = TokenBucket(*settings.RANDOMCHAT_RATE_START)
         self.message_bucket = TokenBucket(*settings.RANDOMCHAT_RATE_MESSAGE)
         self.rate_refusals = 0
+        self.waiting_since: float | None = None
         live_channels.add(self.channel_name)
+        metrics.OPEN_CONNECTIONS.inc()
         await super().connect()
+        logger.info("event=connect session=%s", self.session_id)
 
     async def disconnect(self, code: int) -> None:
         await super().disconnect(code)
         live_channels.discard(self.channel_name)
+        metrics.OPEN_CONNECTIONS.dec()
         self._cancel_confirm_timer()
         try:
             result = await database_sync_to_async(pool.pool_leave)(
@@ -60,7 +64,7 @@ class ChatConsumer(StompConsumer):
             await self.apply(result)
         except Exception:
             # The process's heartbeat loop releases the user once the database is back.
-            logger.exception("chat leave failed session=%s", self.session_id)
+            logger.exception("event=leave_failed session=%s", self.session_id)
         if self.dialog_id is not None:
             await self.channel_layer.group_discard(events.chat_group(self.dialog_id), self.channel_name)
 
@@ -78,7 +82,8 @@ class ChatConsumer(StompConsumer):
             await self.refuse(events.START_REFUSED, refusal)
             return
         self.user_id = result.user_id
-        logger.info("pool enter session=%s user=%s", self.session_id, result.user_id)
+        self.waiting_since = asyncio.get_running_loop().time()
+        logger.info("event=pool_enter session=%s user=%s", self.session_id, result.user_id)
         await self.apply(result)
 
     async def send_message(self, frame: Frame) -> None:
@@ -115,10 +120,16 @@ class ChatConsumer(StompConsumer):
         if code == events.PAIRED:
             self._cancel_confirm_timer()
             self.dialog_id = chat
-            logger.info("paired session=%s chat=%s", self.session_id, chat)
+            if self.waiting_since is not None:
+                metrics.PAIRING_WAIT.observe(asyncio.get_running_loop().time() - self.waiting_since)
+                self.waiting_since = None
+            logger.info("event=pair session=%s chat=%s user=%s", self.session_id, chat, self.user_id)
         elif chat is not None and chat != self.dialog_id:
             return
         await self.deliver(event)
+        metrics.EVENTS_DELIVERED.labels(code).inc()
+        if code == events.MESSAGE:
+            metrics.MESSAGES_DELIVERED.inc()
         if code == events.LEFT and chat is not None:
             await with_retry(self.channel_layer.group_discard, events.chat_group(chat), self.channel_name)
 
@@ -184,7 +195,8 @@ class ChatConsumer(StompConsumer):
                 self._start_confirm_timer()
 
     async def refuse(self, code: int, refusal: Refusal, request: DialogRequest | None = None) -> None:
-        logger.info("refused session=%s code=%s error=%s", self.session_id, code, refusal.slug)
+        logger.info("event=refusal session=%s code=%s error=%s", self.session_id, code, refusal.slug)
+        metrics.REFUSALS.labels(refusal.slug).inc()
         body = events.event_body(
             code,
             chat=request.chat if request else None,
