@@ -42,6 +42,17 @@ if not SECRET_KEY:
     SECRET_KEY = "insecure-development-key-randomchat-not-for-production-use-0123456789"
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+
+if PRODUCTION:
+    # Behind a TLS-terminating proxy (docs/DEPLOYMENT.md); health checks stay plain HTTP.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("RANDOMCHAT_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+    SECURE_HSTS_SECONDS = env_int("RANDOMCHAT_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
 # Extra WebSocket origins allowed besides the host itself (e.g. https://chat.example.com).
 RANDOMCHAT_ALLOWED_ORIGINS = env_list("RANDOMCHAT_ALLOWED_ORIGINS", [])
 
