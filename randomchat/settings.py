@@ -182,3 +182,7 @@ RANDOMCHAT_RATE_ABUSE_LIMIT = env_int("RANDOMCHAT_RATE_ABUSE_LIMIT", 50)
 RANDOMCHAT_LAYER_RETRY_SECONDS = float(os.environ.get("RANDOMCHAT_LAYER_RETRY_SECONDS", "15"))
 # Pause before a pairing step that failed on an unavailable database is tried again (s).
 RANDOMCHAT_RETRY_DELAY = float(os.environ.get("RANDOMCHAT_RETRY_DELAY", "1"))
+# Slow readers: a connection whose unsent bytes pass this bound, or whose send buffer stays
+# full this long, is closed (Spring: 512 KiB, 10 s).
+RANDOMCHAT_SLOW_READER_BYTES = env_int("RANDOMCHAT_SLOW_READER_BYTES", 512 * 1024)
+RANDOMCHAT_SLOW_READER_SECONDS = float(os.environ.get("RANDOMCHAT_SLOW_READER_SECONDS", "10"))
