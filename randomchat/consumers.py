@@ -195,6 +195,8 @@ class ChatConsumer(StompConsumer):
                 self._start_confirm_timer()
 
     async def refuse(self, code: int, refusal: Refusal, request: DialogRequest | None = None) -> None:
+        if self.closing:  # rejected meanwhile (sustained abuse): the ERROR said it all
+            return
         logger.info("event=refusal session=%s code=%s error=%s", self.session_id, code, refusal.slug)
         metrics.REFUSALS.labels(refusal.slug).inc()
         body = events.event_body(

@@ -4,6 +4,7 @@ DATABASE_URL switches to PostgreSQL (or any dj-database-url URL), REDIS_URL to c
 """
 
 import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -71,6 +72,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves /static/ under daphne too (no separate web server needed).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -99,8 +102,11 @@ TEMPLATES = [
 ASGI_APPLICATION = "randomchat.asgi.application"
 
 SQLITE_PATH = os.environ.get("RANDOMCHAT_SQLITE_PATH", str(BASE_DIR / "db.sqlite3"))
+# Test databases are per test run (pid), so that concurrent runs on one machine never share one.
+_TEST_DB_SUFFIX = f"{os.getpid()}"
 if os.environ.get("DATABASE_URL"):
     DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=0)}
+    DATABASES["default"]["TEST"] = {"NAME": f"test_randomchat_{_TEST_DB_SUFFIX}"}
 else:
     DATABASES = {
         "default": {
@@ -109,7 +115,11 @@ else:
             # IMMEDIATE: racing writers wait for the lock instead of failing mid-transaction.
             "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20},
             # A file, so that a daphne process started by the tests shares the test database.
-            "TEST": {"NAME": os.environ.get("RANDOMCHAT_SQLITE_TEST_PATH", SQLITE_PATH + ".test")},
+            "TEST": {
+                "NAME": os.environ.get(
+                    "RANDOMCHAT_SQLITE_TEST_PATH", f"{tempfile.gettempdir()}/randomchat-test-{_TEST_DB_SUFFIX}.sqlite3"
+                )
+            },
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -132,6 +142,13 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [
+    BASE_DIR / "randomchat" / "static",
+    # The page's one library, installed from web/package-lock.json by `npm ci` (bin/serve).
+    ("vendor/stompjs", BASE_DIR / "web" / "node_modules" / "@stomp" / "stompjs" / "bundles"),
+]
+# WhiteNoise serves the finders' files directly, so the page works with or without collectstatic.
+WHITENOISE_USE_FINDERS = True
 
 # The STOMP layer. Every limit can be set from the environment.
 STOMP_HEARTBEAT = (
