@@ -1,0 +1,188 @@
+"""The chat page at /: its HTML and static files, and two real browsers chatting through it."""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+
+import pytest
+
+from .conftest import ARTIFACTS, REPO, skip_or_fail
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+NON_ASCII = "Привет, мир 👋"
+HTML_LOOKING = "<b>bold</b><script>alert(1)</script>"
+TIMEOUT_MS = 15_000
+
+
+def test_page_html(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/html")
+    assert "script-src 'self'" in response["Content-Security-Policy"]
+    html = response.content.decode()
+    for needle in ('id="start-form"', 'id="language"', 'id="want-age-min"', 'id="waiting"', 'id="partner-name"',
+                   'id="send"', 'id="stop"', 'id="next"', "/static/vendor/stompjs/stomp.umd.min.js",
+                   "/static/randomchat/chat.js", "/static/randomchat/chat.css"):
+        assert needle in html, needle
+    assert "//cdn" not in html and "https://" not in html  # nothing from elsewhere at run time
+
+
+def test_page_script_writes_text_only():
+    script = (REPO / "randomchat" / "static" / "randomchat" / "chat.js").read_text(encoding="utf-8")
+    assert "innerHTML" not in script and "insertAdjacentHTML" not in script and "document.write" not in script
+
+
+@pytest.mark.django_db(transaction=True)
+def test_static_files_are_served_by_daphne(live_server_face):
+    bundle = REPO / "web" / "node_modules" / "@stomp" / "stompjs" / "bundles" / "stomp.umd.min.js"
+    if not bundle.is_file():
+        skip_or_fail("web/node_modules is not installed: run `npm ci` in web/ (bin/serve and bin/test do)")
+    for path, marker in (("/static/vendor/stompjs/stomp.umd.min.js", b"StompJs"),
+                         ("/static/randomchat/chat.js", b"/user/dialog"),
+                         ("/static/randomchat/chat.css", b".log")):
+        with urllib.request.urlopen(live_server_face.http_url + path, timeout=10) as response:
+            assert response.status == 200, path
+            assert marker in response.read(), path
+
+
+# The browser test
+
+
+@pytest.fixture
+def browser():
+    missing = []
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing.append("the playwright package is not installed (requirements-test.txt)")
+    if not os.access(CHROMIUM, os.X_OK):
+        missing.append(f"{CHROMIUM} is missing (apt-get install chromium; .ci/run does)")
+    if not (REPO / "web" / "node_modules" / "@stomp" / "stompjs").is_dir():
+        missing.append("web/node_modules is not installed (npm ci in web/; bin/test does)")
+    if missing:
+        skip_or_fail("browser test: " + "; ".join(missing))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+class Person:
+    """One browser context with the page open; collects page errors and alert() calls."""
+
+    def __init__(self, browser, url: str, label: str) -> None:
+        self.label = label
+        self.context = browser.new_context(viewport={"width": 760, "height": 820}, locale="en-US")
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(TIMEOUT_MS)
+        self.problems: list[str] = []
+        self.page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+        self.page.on("console", lambda msg: msg.type == "error" and self.problems.append(f"console: {msg.text}"))
+        self.page.on("dialog", lambda dialog: (self.problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
+        self.page.goto(url)
+        self.page.wait_for_selector('#status[data-online="true"]')
+
+    def state(self, name: str) -> None:
+        self.page.wait_for_selector(f'body[data-state="{name}"]')
+
+    def start(self, *, name, language, gender, age, want_gender="", want_min="", want_max="") -> None:
+        page = self.page
+        page.fill("#name", name)
+        page.fill("#language", language)
+        page.select_option("#gender", gender)
+        page.fill("#age", str(age))
+        page.select_option("#want-gender", want_gender)
+        page.fill("#want-age-min", str(want_min))
+        page.fill("#want-age-max", str(want_max))
+        page.click("#start")
+
+    def say(self, text: str) -> None:
+        self.page.fill("#message", text)
+        self.page.click("#send")
+
+    def wait_line(self, kind: str, text: str) -> None:
+        """A log line of `kind` (me, partner, system) whose text is exactly `text`."""
+        self.page.wait_for_function(
+            "([kind, text]) => [...document.querySelectorAll('#log li.' + kind)].some(li => li.textContent === text)",
+            arg=[kind, text],
+        )
+
+    def shot(self, name: str) -> None:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(ARTIFACTS / f"page-{name}.png"), full_page=True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_browsers_chat(live_server_face, browser):
+    url = live_server_face.http_url + "/"
+    alice, boris = Person(browser, url, "alice"), Person(browser, url, "boris")
+    try:
+        alice.shot("01-form")
+        alice.start(name="Alice", language="en", gender="female", age=30, want_gender="male", want_min=25, want_max=40)
+        alice.state("waiting")
+        alice.shot("02-waiting")
+        boris.start(name="Борис", language="EN", gender="male", age=35, want_gender="female")
+
+        for person, partner in ((alice, "Борис"), (boris, "Alice")):
+            person.state("chatting")
+            assert person.page.text_content("#partner-name") == partner
+
+        alice.say(NON_ASCII)
+        alice.wait_line("me", NON_ASCII)
+        boris.wait_line("partner", NON_ASCII)
+        boris.say(HTML_LOOKING)
+        boris.wait_line("me", HTML_LOOKING)
+        alice.wait_line("partner", HTML_LOOKING)
+        for person in (alice, boris):
+            # Shown as literal text: no element was made from it, and no script ran.
+            assert person.page.locator("#log b, #log script").count() == 0
+            assert "&lt;b&gt;bold&lt;/b&gt;&lt;script&gt;" in person.page.inner_html("#log")
+        alice.shot("03-dialog-alice")
+        boris.shot("03-dialog-boris")
+
+        # Next: Alice leaves and waits again; Boris sees her leave, then Next pairs them again.
+        alice.page.click("#next")
+        alice.state("waiting")
+        boris.state("ended")
+        boris.wait_line("system", "Alice left the chat.")
+        boris.page.click("#next")
+        for person in (alice, boris):
+            person.state("chatting")
+        alice.say("again")
+        boris.wait_line("partner", "again")
+
+        # Stop: both dialogs end; the log stays readable.
+        boris.page.click("#stop")
+        boris.state("ended")
+        alice.state("ended")
+        alice.wait_line("system", "Борис left the chat.")
+        boris.wait_line("system", "You left the chat.")
+        assert alice.page.is_disabled("#message") and alice.page.is_visible("#next")
+        alice.shot("04-stopped-alice")
+
+        # Waiting can be cancelled, and the form comes back.
+        alice.page.click("#back")
+        alice.state("idle")
+        alice.page.click("#start")
+        alice.state("waiting")
+        alice.page.click("#cancel")
+        alice.state("idle")
+
+        for person in (alice, boris):
+            assert person.problems == [], (person.label, person.problems)
+    except Exception:
+        for person in (alice, boris):
+            person.shot(f"failed-{person.label}")
+            print(f"{person.label}: state={person.page.get_attribute('body', 'data-state')} "
+                  f"log={person.page.inner_text('#log')!r} problems={person.problems}")
+        raise
+    finally:
+        for person in (alice, boris):
+            person.context.close()
