@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 CMD_CONNECT = "CONNECT"
@@ -69,6 +70,17 @@ class Frame:
         return default
 
 
+# The parser builds frames on its hot path without Frame's frozen __init__, which goes
+# through object.__setattr__ once per field; the slot descriptors set the same fields
+# about three times faster.
+_FRAME_SETTERS = (
+    object.__new__,
+    Frame.command.__set__,  # type: ignore[attr-defined]
+    Frame.headers.__set__,  # type: ignore[attr-defined]
+    Frame.body.__set__,  # type: ignore[attr-defined]
+)
+
+
 class _Heartbeat:
     __slots__ = ()
 
@@ -79,12 +91,20 @@ class _Heartbeat:
 HEARTBEAT = _Heartbeat()
 """What the parser yields for a lone EOL between frames."""
 
-_ESCAPES_12 = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", ":": "\\c"}
-_ESCAPES_11 = {"\\": "\\\\", "\n": "\\n", ":": "\\c"}
+# STOMP 1.2 "Value Encoding"; 1.1 has no \r escape, 1.0 has no escapes at all.
 _UNESCAPES_12 = {"\\": "\\", "n": "\n", "r": "\r", "c": ":"}
 _UNESCAPES_11 = {"\\": "\\", "n": "\n", "c": ":"}
-_ESCAPE_TABLES_12 = str.maketrans(_ESCAPES_12)
-_ESCAPE_TABLES_11 = str.maketrans(_ESCAPES_11)
+
+_COMMAND_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+MAX_COMMAND_LENGTH = 32
+KNOWN_COMMANDS = CLIENT_COMMANDS | SERVER_COMMANDS
+
+
+def valid_command(command: str) -> bool:
+    """Whether `command` can stand on a frame's first line (case-sensitive, 1-32 chars)."""
+    return command in KNOWN_COMMANDS or (
+        len(command) <= MAX_COMMAND_LENGTH and _COMMAND_RE.fullmatch(command) is not None
+    )
 
 
 def escapes_headers(command: str, version: str) -> bool:
@@ -93,43 +113,89 @@ def escapes_headers(command: str, version: str) -> bool:
 
 
 def escape(value: str, version: str = "1.2") -> str:
-    return value.translate(_ESCAPE_TABLES_11 if version == "1.1" else _ESCAPE_TABLES_12)
+    """Escape a header name or value; 1.0 has no escapes and 1.1 cannot carry CR."""
+    if version == "1.0":
+        return value
+    if "\\" in value:
+        value = value.replace("\\", "\\\\")
+    if "\n" in value:
+        value = value.replace("\n", "\\n")
+    if ":" in value:
+        value = value.replace(":", "\\c")
+    if "\r" in value:
+        if version == "1.1":
+            raise FrameError("STOMP 1.1 cannot carry a CR in a header")
+        value = value.replace("\r", "\\r")
+    return value
 
 
 def unescape(value: str, version: str = "1.2") -> str:
-    if "\\" not in value:
+    """Undo `escape`; an unknown escape or a trailing lone backslash is a FrameError."""
+    if version == "1.0" or "\\" not in value:
         return value
     table = _UNESCAPES_11 if version == "1.1" else _UNESCAPES_12
-    out = []
-    i = 0
-    n = len(value)
+    parts = value.split("\\")
+    out = [parts[0]]
+    # After a split on backslashes, an escaped backslash leaves an empty part.
+    i = 1
+    n = len(parts)
     while i < n:
-        ch = value[i]
-        if ch == "\\":
-            if i + 1 >= n:
-                raise FrameError("Header ends with a lone backslash")
-            replacement = table.get(value[i + 1])
+        part = parts[i]
+        if part:
+            replacement = table.get(part[0])
             if replacement is None:
-                raise FrameError(f"Invalid escape sequence \\{value[i + 1]!s} in header")
+                raise FrameError(f"Invalid escape sequence \\{part[0]} in header")
             out.append(replacement)
+            out.append(part[1:])
+            i += 1
+        elif i + 1 < n:
+            # "\\\\": an escaped backslash; the part after it is plain text.
+            out.append("\\")
+            out.append(parts[i + 1])
             i += 2
         else:
-            out.append(ch)
-            i += 1
+            raise FrameError("Header ends with a lone backslash")
     return "".join(out)
 
 
+def _header_block(headers: list[tuple[str, str]], do_escape: bool, version: str) -> str:
+    """`key:value\n` lines; escaped, or checked to need no escaping where none exists."""
+    text = "".join([f"{key}:{value}\n" for key, value in headers])
+    count = len(headers)
+    # Fast path: nothing in any name or value needs escaping.
+    if (
+        text.count(":") == count
+        and text.count("\n") == count
+        and "\\" not in text
+        and "\r" not in text
+    ):
+        return text
+    if do_escape:
+        return "".join(
+            [f"{escape(key, version)}:{escape(value, version)}\n" for key, value in headers]
+        )
+    for key, value in headers:
+        if ":" in key or "\n" in key or "\r" in key or "\n" in value or "\r" in value:
+            raise FrameError(
+                f"Header {key[:64]!r} cannot be carried unescaped (STOMP {version})"
+            )
+    return text
+
+
 def encode_frame(frame: Frame, version: str = "1.2") -> bytes:
-    """Serialize a frame; `content-length` is always written, counted in bytes."""
-    do_escape = escapes_headers(frame.command, version)
-    lines = [frame.command]
-    for key, value in frame.headers:
-        if key == HDR_CONTENT_LENGTH:
-            continue
-        if do_escape:
-            key = escape(key, version)
-            value = escape(value, version)
-        lines.append(f"{key}:{value}")
-    lines.append(f"{HDR_CONTENT_LENGTH}:{len(frame.body)}")
-    lines.append("\n")
-    return "\n".join(lines).encode() + frame.body + b"\x00"
+    """Serialize a frame; `content-length` is always written, counted in bytes.
+
+    Raises FrameError for what the wire cannot carry: an invalid command, or a header
+    the version (or a CONNECT/STOMP/CONNECTED frame) cannot escape.
+    """
+    command = frame.command
+    if not valid_command(command):
+        raise FrameError(f"Invalid command {command[:MAX_COMMAND_LENGTH]!r}")
+    headers = [item for item in frame.headers if item[0] != HDR_CONTENT_LENGTH]
+    body = frame.body
+    text = _header_block(headers, escapes_headers(command, version), version)
+    try:
+        head = f"{command}\n{text}{HDR_CONTENT_LENGTH}:{len(body)}\n\n".encode()
+    except UnicodeEncodeError as exc:
+        raise FrameError("A header is not encodable as UTF-8") from exc
+    return b"".join((head, body, b"\x00"))
