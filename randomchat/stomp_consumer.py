@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 import uuid
 
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -23,6 +24,9 @@ SUBPROTOCOLS = ("v12.stomp", "v11.stomp", "v10.stomp")
 APP_PREFIX = "/app"
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_POLICY = 1008
+_NOT_NUL = re.compile(rb"[^\x00]")
+# Larger heart-beat wishes are clamped: they mean "practically never" and must stay usable as floats.
+MAX_HEARTBEAT_MS = 2**31 - 1
 
 
 class ProtocolError(Exception):
@@ -44,12 +48,14 @@ def negotiate_version(accept_version: str | None) -> str | None:
 
 
 def parse_heartbeat(value: str | None) -> tuple[int, int]:
+    """`cx,cy` in ms; missing means `0,0`. Only ASCII digits: `str.isdigit` alone accepts
+    characters such as "²" that `int()` rejects."""
     if value is None:
         return 0, 0
-    parts = value.split(",")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+    parts = [p.strip() for p in value.split(",")]
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts):
         raise ProtocolError(f"Invalid heart-beat header {value[:40]!r}")
-    return int(parts[0]), int(parts[1])
+    return min(int(parts[0]), MAX_HEARTBEAT_MS), min(int(parts[1]), MAX_HEARTBEAT_MS)
 
 
 def negotiate_heartbeat(client: tuple[int, int], server: tuple[int, int]) -> tuple[int, int]:
@@ -79,7 +85,9 @@ class StompConsumer(AsyncWebsocketConsumer):
         self.version: str | None = None
         self.closing = False
         self.drop_reason: str | None = None  # "timeout" when heart-beats stopped
+        # Until CONNECT nothing is escaped (CONNECT itself never is); then the negotiated version.
         self.parser = FrameParser(
+            version="1.0",
             max_frame_size=settings.STOMP_MAX_FRAME_SIZE,
             max_headers=settings.STOMP_MAX_HEADERS,
             max_header_line=settings.STOMP_MAX_HEADER_LINE,
@@ -108,22 +116,47 @@ class StompConsumer(AsyncWebsocketConsumer):
             return
         self.last_inbound = asyncio.get_running_loop().time()
         data = text_data.encode() if text_data is not None else bytes_data or b""
-        try:
-            items = self.parser.feed(data)
-        except FrameError as exc:
-            await self.reject(str(exc))
-            return
-        for item in items:
-            if item is HEARTBEAT:
-                continue
+        pos, size = 0, len(data)
+        while pos < size:
+            # One frame at a time: each is parsed only after the ones before it were
+            # handled, so it sees the version a CONNECT before it negotiated, and nothing
+            # after a DISCONNECT or an ERROR is parsed at all. A NUL ends every frame,
+            # so a piece that ends at the next NUL completes at most one.
+            if not self.parser.buffered:
+                start = _NOT_NUL.search(data, pos)  # stray NULs between frames
+                if start is None:
+                    return
+                pos = start.start()
+            nul = data.find(b"\x00", pos)
+            end = size if nul < 0 else nul + 1
             try:
-                await self.receive_frame(item)
-            except ProtocolError as exc:
-                receipt = item.get(f.HDR_RECEIPT)
-                headers = exc.headers + ((f.HDR_RECEIPT_ID, receipt),) if receipt else exc.headers
-                await self.reject(exc.message, headers=headers)
-            if self.closing:
+                items = self.parser.feed(data[pos:end])
+                if end < size and self.parser.buffered and not any(i is not HEARTBEAT for i in items):
+                    # That NUL lay inside a body counted by content-length: a binary body
+                    # may hold many, so take the rest of the message in one go.
+                    items += self.parser.feed(data[end:])
+                    end = size
+            except FrameError as exc:
+                await self.reject(str(exc))
                 return
+            pos = end
+            for item in items:
+                if item is HEARTBEAT:
+                    continue
+                await self._handle(item)
+                if self.closing:
+                    return
+
+    async def _handle(self, item: Frame) -> None:
+        try:
+            await self.receive_frame(item)
+        except ProtocolError as exc:
+            await self.reject(exc.message, headers=exc.headers + self._receipt_id(item))
+        except Exception:
+            # A bug or an outage, not the client's fault: it still gets an ERROR frame
+            # rather than a bare 1011 close from the server.
+            logger.exception("stomp frame failed session=%s command=%s", self.session_id, item.command)
+            await self.reject("Internal server error", headers=self._receipt_id(item))
 
     async def receive_frame(self, frame: Frame) -> None:
         """Handle one client frame, then acknowledge its receipt if it asked for one."""
@@ -260,6 +293,11 @@ class StompConsumer(AsyncWebsocketConsumer):
         return frames
 
     @staticmethod
+    def _receipt_id(frame: Frame) -> tuple[tuple[str, str], ...]:
+        receipt = frame.get(f.HDR_RECEIPT)
+        return ((f.HDR_RECEIPT_ID, receipt),) if receipt is not None else ()
+
+    @staticmethod
     def _required(frame: Frame, header: str) -> str:
         value = frame.get(header)
         if value is None:
@@ -317,7 +355,7 @@ class StompConsumer(AsyncWebsocketConsumer):
         await self.send_frame(
             Frame(
                 f.CMD_ERROR,
-                ((f.HDR_MESSAGE, message.replace("\n", " ")[:500]), (f.HDR_CONTENT_TYPE, "text/plain")) + headers,
+                ((f.HDR_MESSAGE, " ".join(message.splitlines())[:500]), (f.HDR_CONTENT_TYPE, "text/plain")) + headers,
                 message.encode(),
             )
         )
