@@ -180,7 +180,7 @@ class ChatConsumer(StompConsumer):
             return
         self.rate_refusals += 1
         if self.rate_refusals >= settings.RANDOMCHAT_RATE_ABUSE_LIMIT:
-            await self.reject(f"Rate limit exceeded {self.rate_refusals} times in a row")
+            await self.reject(f"Rate limit exceeded {self.rate_refusals} times in a row", kind="rate_limited")
         raise Refusal("rate_limited", "Too many requests; slow down")
 
     async def apply(self, result: pool.PoolResult) -> None:

@@ -15,7 +15,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from . import __version__
-from .stomp import HEARTBEAT, Frame, FrameError, FrameParser, encode_frame
+from .metrics import REJECTED_FRAMES
+from .stomp import HEARTBEAT, Frame, FrameError, FrameParser, FrameTooLarge, encode_frame
 from .stomp import frames as f
 
 logger = logging.getLogger(__name__)
@@ -32,10 +33,13 @@ MAX_HEARTBEAT_MS = 2**31 - 1
 class ProtocolError(Exception):
     """A client broke the STOMP contract: answered with one ERROR frame, then close."""
 
-    def __init__(self, message: str, *, headers: tuple[tuple[str, str], ...] = ()) -> None:
+    def __init__(
+        self, message: str, *, headers: tuple[tuple[str, str], ...] = (), kind: str = "protocol_error"
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.headers = headers
+        self.kind = kind  # a bounded category, for metrics
 
 
 def negotiate_version(accept_version: str | None) -> str | None:
@@ -137,7 +141,7 @@ class StompConsumer(AsyncWebsocketConsumer):
                     items += self.parser.feed(data[end:])
                     end = size
             except FrameError as exc:
-                await self.reject(str(exc))
+                await self.reject(str(exc), kind="frame_too_large" if isinstance(exc, FrameTooLarge) else "malformed_frame")
                 return
             pos = end
             for item in items:
@@ -151,20 +155,20 @@ class StompConsumer(AsyncWebsocketConsumer):
         try:
             await self.receive_frame(item)
         except ProtocolError as exc:
-            await self.reject(exc.message, headers=exc.headers + self._receipt_id(item))
+            await self.reject(exc.message, headers=exc.headers + self._receipt_id(item), kind=exc.kind)
         except Exception:
             # A bug or an outage, not the client's fault: it still gets an ERROR frame
             # rather than a bare 1011 close from the server.
             logger.exception("stomp frame failed session=%s command=%s", self.session_id, item.command)
-            await self.reject("Internal server error", headers=self._receipt_id(item))
+            await self.reject("Internal server error", headers=self._receipt_id(item), kind="internal_error")
 
     async def receive_frame(self, frame: Frame) -> None:
         """Handle one client frame, then acknowledge its receipt if it asked for one."""
         command = frame.command
         if command not in f.CLIENT_COMMANDS:
-            raise ProtocolError(f"Unknown command {command}")
+            raise ProtocolError(f"Unknown command {command}", kind="unknown_command")
         if self.version is None and command not in (f.CMD_CONNECT, f.CMD_STOMP):
-            raise ProtocolError(f"Expected CONNECT or STOMP, got {command}")
+            raise ProtocolError(f"Expected CONNECT or STOMP, got {command}", kind="not_connected")
         handler = getattr(self, "frame_" + command.lower())
         await handler(frame)
         receipt = frame.get(f.HDR_RECEIPT)
@@ -183,6 +187,7 @@ class StompConsumer(AsyncWebsocketConsumer):
             raise ProtocolError(
                 f"Supported protocol versions are {supported}",
                 headers=((f.HDR_VERSION, supported),),
+                kind="version_mismatch",
             )
         client_heartbeat = parse_heartbeat(frame.get(f.HDR_HEART_BEAT)) if version != "1.0" else (0, 0)
         server_heartbeat = tuple(settings.STOMP_HEARTBEAT) if version != "1.0" else (0, 0)
@@ -218,9 +223,9 @@ class StompConsumer(AsyncWebsocketConsumer):
         if sub_id in self.subscriptions:
             raise ProtocolError(f"Subscription id {sub_id!r} is already in use")
         if destination != self.event_destination:
-            raise ProtocolError(f"Unknown destination {destination!r}")
+            raise ProtocolError(f"Unknown destination {destination!r}", kind="unknown_destination")
         if len(self.subscriptions) >= settings.STOMP_MAX_SUBSCRIPTIONS:
-            raise ProtocolError(f"More than {settings.STOMP_MAX_SUBSCRIPTIONS} subscriptions")
+            raise ProtocolError(f"More than {settings.STOMP_MAX_SUBSCRIPTIONS} subscriptions", kind="limit_exceeded")
         self.subscriptions[sub_id] = destination
         pending, self.pending_events = self.pending_events, []
         for event in pending:
@@ -245,7 +250,7 @@ class StompConsumer(AsyncWebsocketConsumer):
         if name in self.transactions:
             raise ProtocolError(f"Transaction {name!r} is already open")
         if len(self.transactions) >= settings.STOMP_MAX_TRANSACTIONS:
-            raise ProtocolError(f"More than {settings.STOMP_MAX_TRANSACTIONS} open transactions")
+            raise ProtocolError(f"More than {settings.STOMP_MAX_TRANSACTIONS} open transactions", kind="limit_exceeded")
         self.transactions[name] = []
 
     async def frame_commit(self, frame: Frame) -> None:
@@ -282,7 +287,7 @@ class StompConsumer(AsyncWebsocketConsumer):
         name = destination[len(APP_PREFIX):] if destination.startswith(APP_PREFIX + "/") else destination
         method = self.destinations.get(name)
         if method is None:
-            raise ProtocolError(f"Unknown destination {destination!r}")
+            raise ProtocolError(f"Unknown destination {destination!r}", kind="unknown_destination")
         return getattr(self, method)
 
     def _end_transaction(self, frame: Frame) -> list[Frame]:
@@ -301,7 +306,7 @@ class StompConsumer(AsyncWebsocketConsumer):
     def _required(frame: Frame, header: str) -> str:
         value = frame.get(header)
         if value is None:
-            raise ProtocolError(f"{frame.command} without a {header} header")
+            raise ProtocolError(f"{frame.command} without a {header} header", kind="missing_header")
         return value
 
     # Hooks
@@ -328,7 +333,8 @@ class StompConsumer(AsyncWebsocketConsumer):
             if len(self.pending_events) >= settings.STOMP_MAX_PENDING_EVENTS:
                 await self.reject(
                     f"More than {settings.STOMP_MAX_PENDING_EVENTS} events wait for a SUBSCRIBE "
-                    f"to {self.event_destination}"
+                    f"to {self.event_destination}",
+                    kind="limit_exceeded",
                 )
                 return
             self.pending_events.append(event)
@@ -347,11 +353,14 @@ class StompConsumer(AsyncWebsocketConsumer):
                 )
             )
 
-    async def reject(self, message: str, *, headers: tuple[tuple[str, str], ...] = ()) -> None:
+    async def reject(
+        self, message: str, *, headers: tuple[tuple[str, str], ...] = (), kind: str = "protocol_error"
+    ) -> None:
         """One ERROR frame, then close; other connections never notice."""
         if self.closing:
             return
-        logger.info("stomp rejected session=%s reason=%s", self.session_id, message)
+        logger.info("stomp rejected session=%s kind=%s reason=%s", self.session_id, kind, message)
+        REJECTED_FRAMES.labels(kind).inc()
         await self.send_frame(
             Frame(
                 f.CMD_ERROR,
@@ -367,7 +376,8 @@ class StompConsumer(AsyncWebsocketConsumer):
     async def _watch_connect_timeout(self) -> None:
         await asyncio.sleep(settings.STOMP_CONNECT_TIMEOUT)
         if self.version is None and not self.closing:
-            logger.info("stomp rejected session=%s reason=no CONNECT within %ss", self.session_id, settings.STOMP_CONNECT_TIMEOUT)
+            logger.info("stomp rejected session=%s kind=connect_timeout reason=no CONNECT within %ss", self.session_id, settings.STOMP_CONNECT_TIMEOUT)
+            REJECTED_FRAMES.labels("connect_timeout").inc()
             self.closing = True
             await self.close(code=CLOSE_POLICY)
 
@@ -384,7 +394,8 @@ class StompConsumer(AsyncWebsocketConsumer):
             await asyncio.sleep(tick)
             now = loop.time()
             if in_s and now - self.last_inbound > grace:
-                logger.info("stomp rejected session=%s reason=no heart-beat for %.1fs", self.session_id, now - self.last_inbound)
+                logger.info("stomp rejected session=%s kind=heartbeat_timeout reason=no heart-beat for %.1fs", self.session_id, now - self.last_inbound)
+                REJECTED_FRAMES.labels("heartbeat_timeout").inc()
                 self.closing = True
                 self.drop_reason = "timeout"
                 await self.close(code=CLOSE_POLICY)

@@ -55,6 +55,10 @@ class FrameError(ValueError):
     """Raised for bytes that are not a valid STOMP frame, or that break a codec limit."""
 
 
+class FrameTooLarge(FrameError):
+    """Raised for a frame over the size limit."""
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     """One STOMP frame; headers keep their order and repeats, the first one wins."""

@@ -12,6 +12,7 @@ from .frames import (
     UNESCAPED_COMMANDS,
     Frame,
     FrameError,
+    FrameTooLarge,
     _FRAME_SETTERS,
     _Heartbeat,
     unescape,
@@ -273,8 +274,8 @@ class FrameParser:
     def _line_too_long(self) -> FrameError:
         return FrameError(f"Header line longer than {self.max_header_line} bytes")
 
-    def _too_large(self) -> FrameError:
-        return FrameError(
+    def _too_large(self) -> FrameTooLarge:
+        return FrameTooLarge(
             f"The frame exceeds the size limit of {self.max_frame_size} bytes"
         )
 

@@ -1,0 +1,51 @@
+"""/metrics in Prometheus text format, fed by a real chat through the consumer."""
+
+import pytest
+from django.test import Client
+from prometheus_client.parser import text_string_to_metric_families
+
+from .conftest import pair
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
+
+
+def scrape() -> dict:
+    response = Client().get("/metrics")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(response.content.decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples, name, **labels):
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_metrics_follow_the_chat(chat_client):
+    from asgiref.sync import sync_to_async
+
+    before = await sync_to_async(scrape)()
+    waiting = await chat_client()
+    await waiting.start("de")
+    a, event_a, b, _ = await pair(chat_client)
+    ids = {"chatUUID": event_a["chatUUID"], "senderUUID": event_a["senderUUID"]}
+    await a.send_json("/message", {**ids, "content": "hello"})
+    await a.event(), await b.event()
+    await a.send_json("/message", {**ids, "content": ""})
+    assert (await a.event())["serviceContent"]["error"] == "empty_content"
+    await a.send("FOO")
+    await a.expect_error("Unknown command")
+    after = await sync_to_async(scrape)()
+
+    assert value(after, "randomchat_waiting_users", language="de") == 1
+    assert value(after, "randomchat_active_dialogs") == 1
+    assert value(after, "randomchat_open_connections") - value(before, "randomchat_open_connections") == 3
+    delta = lambda name, **labels: value(after, name, **labels) - value(before, name, **labels)  # noqa: E731
+    assert delta("randomchat_messages_delivered_total") == 2
+    assert delta("randomchat_events_delivered_total", code="10") == 2
+    assert delta("randomchat_refusals_total", error="empty_content") == 1
+    assert delta("randomchat_pairing_wait_seconds_count") == 2
+    assert delta("randomchat_rejected_frames_total", reason="unknown_command") == 1
