@@ -23,8 +23,9 @@ logger = logging.getLogger(__name__)
 
 SUBPROTOCOLS = ("v12.stomp", "v11.stomp", "v10.stomp")
 APP_PREFIX = "/app"
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_POLICY = 1008
+# Application close codes (4000-4999): daphne's WebSocket library refuses 1002 and 1008.
+CLOSE_PROTOCOL_ERROR = 4002  # after an ERROR frame
+CLOSE_POLICY = 4008  # no CONNECT in time, heart-beats stopped
 _NOT_NUL = re.compile(rb"[^\x00]")
 # Larger heart-beat wishes are clamped: they mean "practically never" and must stay usable as floats.
 MAX_HEARTBEAT_MS = 2**31 - 1

@@ -7,6 +7,7 @@ import pytest
 from django.test import override_settings
 
 from randomchat.stomp import HEARTBEAT
+from randomchat.stomp_consumer import CLOSE_POLICY
 from randomchat.stomp_consumer import ProtocolError, negotiate_heartbeat, parse_heartbeat
 
 from .stomp_client import Closed
@@ -113,7 +114,7 @@ async def test_a_silent_client_is_dropped_after_three_intervals(stomp, caplog):
         items = await _collect(client, 1.5)
     assert len(items) == 1, items
     when, closed = items[0]
-    assert isinstance(closed, Closed) and closed.code == 1008
+    assert isinstance(closed, Closed) and closed.code == CLOSE_POLICY
     assert 0.3 <= when <= 0.6
     rejected = [r for r in caplog.records if "stomp rejected" in r.getMessage()]
     assert len(rejected) == 1 and "heart-beat" in rejected[0].getMessage()
@@ -181,7 +182,7 @@ async def test_no_connect_within_the_timeout_closes(stomp, caplog):
     with override_settings(STOMP_CONNECT_TIMEOUT=0.2):
         client = await stomp()
         await client.send_bytes(b"\n")  # heart-beats are not a CONNECT
-        assert await client.expect_closed(timeout=2) == 1008
+        assert await client.expect_closed(timeout=2) == CLOSE_POLICY
     rejected = [r for r in caplog.records if "stomp rejected" in r.getMessage()]
     assert len(rejected) == 1 and "CONNECT" in rejected[0].getMessage()
 
@@ -190,7 +191,7 @@ async def test_a_partial_connect_does_not_beat_the_timeout(stomp):
     with override_settings(STOMP_CONNECT_TIMEOUT=0.2):
         client = await stomp()
         await client.send_bytes(b"CONNECT\naccept-")
-        assert await client.expect_closed(timeout=2) == 1008
+        assert await client.expect_closed(timeout=2) == CLOSE_POLICY
 
 
 async def test_a_connect_in_time_cancels_the_timeout(stomp):

@@ -10,6 +10,8 @@ import json
 
 import pytest
 
+from randomchat.stomp_consumer import CLOSE_POLICY, CLOSE_PROTOCOL_ERROR
+
 from .rawstomp import RawClient, frame
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -197,14 +199,6 @@ async def test_malformed_frames__one_error_then_close_others_unaffected(daphne_s
     await alice.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "server bug: StompConsumer closes with code 1002 (and 1008), which daphne/autobahn refuse "
-        "('invalid close code 1002 (must be 1000 or from [3000, 4999])'); the consumer crashes, "
-        "the client sees 1011 and disconnect() never runs, so the partner is never told"
-    ),
-)
 async def test_error_close_is_clean_and_ends_the_dialog(daphne_server):
     """A connection closed after ERROR leaves its dialog like any other closing socket."""
     bob, bob_paired, alice, _ = await paired(daphne_server.ws_url)
@@ -219,18 +213,10 @@ async def test_error_close_is_clean_and_ends_the_dialog(daphne_server):
         "serviceContent": {"reason": "disconnect"},
         "content": None,
     }
-    assert closed.rcvd.code != 1011, "closed as an internal error"
+    assert closed.rcvd.code == CLOSE_PROTOCOL_ERROR
     await alice.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "server bug: the heart-beat watchdog closes with code 1008, which daphne/autobahn refuse; "
-        "the exception dies inside the timer task, so the silent connection is never closed "
-        "and the partner never gets 30 reason timeout"
-    ),
-)
 async def test_silent_client_is_dropped_and_partner_told_timeout(start_daphne):
     server = start_daphne(env={"RANDOMCHAT_HEARTBEAT_RECEIVE_MS": "300"})
     # Bob promises a heart-beat every 300 ms, then goes silent once paired.
@@ -245,20 +231,13 @@ async def test_silent_client_is_dropped_and_partner_told_timeout(start_daphne):
         "serviceContent": {"reason": "timeout"},
         "content": None,
     }
-    assert closed.rcvd.code != 1011, "closed as an internal error"
+    assert closed.rcvd.code == CLOSE_POLICY
     await alice.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "server bug: the CONNECT watchdog closes with code 1008, which daphne/autobahn refuse; "
-        "the exception dies inside the timer task and the connection stays open"
-    ),
-)
 async def test_no_connect_frame__closed_after_timeout(start_daphne):
     server = start_daphne(env={"RANDOMCHAT_CONNECT_TIMEOUT": "0.5"})
     lurker = await RawClient.open(server.ws_url)
     frames, closed = await lurker.frames_until_closed(timeout=4)
     assert frames == []
-    assert closed.rcvd is not None and closed.rcvd.code != 1011
+    assert closed.rcvd is not None and closed.rcvd.code == CLOSE_POLICY
