@@ -105,15 +105,27 @@ SQLITE_PATH = os.environ.get("RANDOMCHAT_SQLITE_PATH", str(BASE_DIR / "db.sqlite
 # Test databases are per test run (pid), so that concurrent runs on one machine never share one.
 _TEST_DB_SUFFIX = f"{os.getpid()}"
 if os.environ.get("DATABASE_URL"):
-    DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=0)}
+    # Persistent connections: channels' database_sync_to_async closes a connection after
+    # every call unless it may live on, and a new PostgreSQL connection per action is slow.
+    # Health checks replace a connection that broke (a database restart) on its next use.
+    DATABASES = {
+        "default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=600, conn_health_checks=True)
+    }
     DATABASES["default"]["TEST"] = {"NAME": f"test_randomchat_{_TEST_DB_SUFFIX}"}
 else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": SQLITE_PATH,
+            "CONN_MAX_AGE": None,
             # IMMEDIATE: racing writers wait for the lock instead of failing mid-transaction.
-            "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20},
+            # WAL with synchronous=NORMAL: a commit does not wait for fsync (durable across a
+            # crash of randomchat; the last commits may be lost on power loss).
+            "OPTIONS": {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
             # A file, so that a daphne process started by the tests shares the test database.
             "TEST": {
                 "NAME": os.environ.get(
