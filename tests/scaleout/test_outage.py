@@ -8,9 +8,11 @@ is stopped at the end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
+import websockets
 
 from . import helpers, services
 from .load import Chatter
@@ -101,12 +103,14 @@ async def test_redis_restart_under_load_service_recovers(cluster, redis_guard, t
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "server bug: dialog groups live only in Redis (channels group_add); a Redis restart "
-        "(no persistence, as .ci/run starts it) forgets them, so every dialog begun before it "
-        "goes silent: /message is accepted and stored but its 20 reaches nobody, not even the "
-        "author, and no error is sent. Also the consumer whose channel receive was reading "
-        "Redis when it went down dies with redis ConnectionError (daphne 'Exception inside "
-        "application'), closing that WebSocket with 1011 without running disconnect()"
+        "server bug: when Redis goes away, channels-redis's receive raises redis ConnectionError "
+        "('Connection closed by server', then 'Error 111 connecting' for each next receiver) out "
+        "of the consumer: daphne logs 'Exception inside application' and closes the WebSocket "
+        "with 1011 (12 to 14 of the 14 open connections in our runs), without running "
+        "disconnect(): their users stay 'paired'/'waiting' in the database and partners get no "
+        "30. And dialog groups live only in Redis, so after a restart without persistence (as "
+        ".ci/run starts it) a dialog begun before it delivers no more 20s: /message is accepted "
+        "and stored but reaches nobody, not even its author"
     ),
 )
 @pytest.mark.timeout(180)
@@ -121,10 +125,11 @@ async def test_redis_restart_under_load_connections_and_dialogs_survive(cluster,
         await asyncio.sleep(2)
 
         async def act():
-            # Two compatible newcomers /start while Redis is down.
-            await during[0].start(start_body("During1", "de"))
-            await asyncio.sleep(0.5)
-            await during[1].start(start_body("During2", "de"))
+            # Two compatible newcomers /start while Redis is down (their sockets may be gone already).
+            for client, name in ((during[0], "During1"), (during[1], "During2")):
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    await client.start(start_body(name, "de"))
+                await asyncio.sleep(0.5)
 
         outage = await restart(services.redis_stop, services.redis_start, during=act)
         timings("Redis down", outage)
@@ -161,7 +166,7 @@ async def test_redis_restart_under_load_connections_and_dialogs_survive(cluster,
             if a.is_open and b.is_open:
                 try:
                     await chat_both_ways(a, b, "fresh", timeout=5)
-                except AssertionError as exc:
+                except (AssertionError, websockets.ConnectionClosed) as exc:
                     fresh_failed.append(str(exc)[:200])
         if fresh_failed:
             problems.append(f"{len(fresh_failed)} of {PAIRS} dialogs begun before the restart no longer deliver: {fresh_failed[:2]}")
