@@ -44,11 +44,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def processes_dead(*, now=None) -> list[ServerProcess]:
+def processes_dead(*, now=None, alive: ServerProcess | None = None) -> list[ServerProcess]:
+    """Dead processes; `alive` (the caller itself) never is."""
     now = now or timezone.now()
     stale = now - timedelta(seconds=settings.RANDOMCHAT_PROCESS_TIMEOUT)
     dead = []
-    for process in ServerProcess.objects.all():
+    others = ServerProcess.objects.exclude(pk=alive.pk) if alive is not None else ServerProcess.objects.all()
+    for process in others:
         if process.last_seen < stale or (process.hostname == HOSTNAME and not _pid_alive(process.pid)):
             dead.append(process)
     return dead
@@ -60,9 +62,9 @@ def held_users(*, process_ids) -> list:
     )
 
 
-def process_release_dead() -> tuple[list[ServerProcess], list[Notice]]:
+def process_release_dead(*, alive: ServerProcess | None = None) -> tuple[list[ServerProcess], list[Notice]]:
     """Release every user held by a dead process, then forget the process."""
-    dead = processes_dead()
+    dead = processes_dead(alive=alive)
     notices: list[Notice] = []
     for process in dead:
         notices += pool_release(user_ids=held_users(process_ids=[process.pk]), reason="disconnect")

@@ -42,6 +42,7 @@ class ChatConsumer(StompConsumer):
     async def connect(self) -> None:
         self.user_id = None  # the user this connection holds (its latest)
         self.dialog_id: str | None = None  # its current or latest dialog
+        self.dialog_group: str | None = None  # the group it belongs to while a dialog runs
         self.confirm_timer: asyncio.Task | None = None
         self.start_bucket = TokenBucket(*settings.RANDOMCHAT_RATE_START)
         self.message_bucket = TokenBucket(*settings.RANDOMCHAT_RATE_MESSAGE)
@@ -98,14 +99,19 @@ class ChatConsumer(StompConsumer):
         await send_notices(self.channel_layer, [notice])
 
     async def send_stop(self, frame: Frame) -> None:
-        request = None
+        request = invalid = None
+        try:
+            request = parse_dialog_request(frame.body)
+        except Refusal as refusal:
+            invalid = refusal  # any body cancels waiting; only a dialog needs a valid one
         try:
             cancelled = await call(pool.pool_cancel, channel_name=self.channel_name)
             if cancelled is not None:
                 self._cancel_confirm_timer()
                 await self.apply(cancelled)
                 return
-            request = parse_dialog_request(frame.body)
+            if invalid is not None:
+                raise invalid
             notices = await call(dialog_stop, request=request, held_user=self.user_id)
         except Refusal as refusal:
             await self.refuse(events.STOP_REFUSED, refusal, request)
@@ -127,11 +133,22 @@ class ChatConsumer(StompConsumer):
         elif chat is not None and chat != self.dialog_id:
             return
         await self.deliver(event)
+        if code == events.PAIRED:
+            self.dialog_group = events.chat_group(chat)
         metrics.EVENTS_DELIVERED.labels(code).inc()
         if code == events.MESSAGE:
             metrics.MESSAGES_DELIVERED.inc()
         if code == events.LEFT and chat is not None:
+            self.dialog_group = None
             await with_retry(self.channel_layer.group_discard, events.chat_group(chat), self.channel_name)
+
+    async def layer_reconnected(self, event: dict) -> None:
+        """Redis is back, maybe restarted empty: join the current dialog's group again."""
+        if self.dialog_group is not None:
+            try:
+                await with_retry(self.channel_layer.group_add, self.dialog_group, self.channel_name)
+            except Exception:
+                logger.warning("event=group_rejoin_failed session=%s", self.session_id)
 
     async def pair_offer(self, event: dict) -> None:
         await self.pool_step(

@@ -47,10 +47,16 @@ async def _beat_forever(process) -> None:
             logger.exception("process heartbeat failed id=%s", process.pk)
 
 
+def in_own_thread(function):
+    """The heartbeat must not queue behind the consumers' database work (one shared thread):
+    a busy process would look dead to the others."""
+    return database_sync_to_async(function, thread_sensitive=False)
+
+
 async def beat_once(process, layer) -> None:
-    await database_sync_to_async(processes.process_beat)(process)
-    dead, notices = await database_sync_to_async(processes.process_release_dead)()
+    await in_own_thread(processes.process_beat)(process)
+    dead, notices = await in_own_thread(processes.process_release_dead)(alive=process)
     for gone in dead:
         logger.info("process released id=%s host=%s pid=%s", gone.pk, gone.hostname, gone.pid)
-    notices += await database_sync_to_async(processes.process_reconcile)(process, set(live_channels))
+    notices += await in_own_thread(processes.process_reconcile)(process, set(live_channels))
     await send_notices(layer, notices)

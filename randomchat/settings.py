@@ -140,7 +140,7 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "randomchat.layers.RedisChannelLayer",
             "CONFIG": {
                 # redis-py's default socket timeout (5 s) equals channels-redis's blocking read
                 # (5 s): an idle connection's receive would then fail with TimeoutError.
