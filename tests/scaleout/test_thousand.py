@@ -80,19 +80,6 @@ async def test_thousand_clients_at_once_over_three_processes(cluster, timings):
     await everyone_paired_once(cluster(PROCESSES), CLIENTS, timings)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "server bug: a process's heartbeat (randomchat.process.beat_once) runs its database steps "
-        "(process_beat, then process_release_dead) through the same database_sync_to_async thread "
-        "as every consumer of the process, each step queued behind the burst's pool work (beat_once "
-        "measured at 13-21 s during the 1,000-client burst at the default settings). With "
-        "RANDOMCHAT_PROCESS_TIMEOUT=5 (20 by default) live, busy processes take each other, and "
-        "themselves, for dead ('process released' of live pids, even its own) and release their "
-        "users: waiting users become 'gone' with no event on their open connection and are never "
-        "paired; dialogs end as 'disconnect'"
-    ),
-)
 @pytest.mark.timeout(300)
 async def test_busy_processes_are_not_taken_for_dead(cluster, timings):
     """600 clients at once on 2 processes with a short process timeout (heartbeat 1 s, timeout 5 s):
