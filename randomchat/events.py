@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 
 PAIRED = 10
@@ -29,7 +30,8 @@ def event_body(code: int, *, chat=None, sender=None, service=None, content=None)
 
 
 def chat_group(chat) -> str:
-    return f"chat.{chat.hex if hasattr(chat, 'hex') else chat}"
+    """The group of a dialog, from its id as a UUID or as a string in any UUID spelling."""
+    return f"chat.{uuid.UUID(str(chat)).hex}"
 
 
 @dataclass(frozen=True)
