@@ -7,13 +7,14 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from matching.models import PoolUser
 from randomchat import events
 from randomchat.events import Notice
 from randomchat.refusals import Refusal
-from matching.rules import parse_json_object
+from matching.rules import is_unicode, parse_json_object
 
 from .models import Dialog, Message
 
@@ -51,6 +52,12 @@ def validate_content(content: object) -> str:
         raise Refusal("invalid_field", "content must be a string", "content")
     if not content.strip():
         raise Refusal("empty_content", "content must not be empty", "content")
+    # Either would make storing the message fail (PostgreSQL text holds no NUL; no database
+    # stores a lone surrogate), and an unexpected error ends the connection's consumer.
+    if "\x00" in content:
+        raise Refusal("invalid_field", "content must not contain NUL characters", "content")
+    if not is_unicode(content):
+        raise Refusal("invalid_field", "content must be valid Unicode (no lone surrogates)", "content")
     limit = settings.RANDOMCHAT_MAX_CONTENT_LENGTH
     if len(content) > limit:
         raise Refusal("content_too_long", f"content is longer than {limit} characters", "content")
@@ -85,10 +92,19 @@ def message_create(*, request: DialogRequest, held_user: uuid.UUID | None) -> No
 
 def dialog_stop(*, request: DialogRequest, held_user: uuid.UUID | None) -> list[Notice]:
     if request.chat is None:
+        if held_user is not None and _active_dialog_of(held_user):
+            # In a dialog, "not_in_dialog" would be false: the body lacks the dialog's id.
+            raise Refusal("invalid_field", "chatUUID must be a UUID string", "chatUUID")
         raise Refusal("not_in_dialog", "This connection is in no dialog and waits for none")
     with transaction.atomic():
         dialog = _owned_active_dialog(request, held_user)
         return _end(dialog, ended_by=held_user, reason=Dialog.EndReason.STOP)
+
+
+def _active_dialog_of(user_id: uuid.UUID) -> bool:
+    return Dialog.objects.filter(
+        Q(first_id=user_id) | Q(second_id=user_id), status=Dialog.Status.ACTIVE
+    ).exists()
 
 
 def dialog_end(*, dialog_id, ended_by=None, reason: str) -> list[Notice]:
@@ -107,6 +123,9 @@ def _end(dialog: Dialog, *, ended_by, reason: str) -> list[Notice]:
     dialog.end_reason = reason
     dialog.ended_by_id = ended_by
     dialog.save(update_fields=["status", "ended_at", "end_reason", "ended_by"])
+    # The dialog is locked first, then its users by primary key: the order in which the pool
+    # services lock them too, so that a stop and the partner's disconnect cannot deadlock.
+    list(PoolUser.objects.select_for_update().filter(pk__in=[dialog.first_id, dialog.second_id]).order_by("pk"))
     PoolUser.objects.filter(
         pk__in=[dialog.first_id, dialog.second_id], status=PoolUser.Status.PAIRED
     ).update(status=PoolUser.Status.ENDED, left_at=now)

@@ -58,11 +58,26 @@ def compatible(a: StartRequest, b: StartRequest) -> bool:
     )
 
 
+def is_unicode(text: str) -> bool:
+    """False for a string with a lone surrogate: valid JSON text ("\\ud800"), but no UTF-8.
+
+    Such a string can be neither stored nor sent back in an event, so it is refused.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_json_object(body: bytes) -> dict:
     try:
         data = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise Refusal("invalid_json", f"The body is not valid JSON: {exc}") from None
+    except RecursionError:
+        # Deep nesting fits in one frame; uncaught, it would end the connection's consumer.
+        raise Refusal("invalid_json", "The body is nested too deeply") from None
     if not isinstance(data, dict):
         raise Refusal("invalid_json", "The body must be a JSON object")
     return data
@@ -98,6 +113,8 @@ def _name(value) -> str:
         raise Refusal("invalid_field", f"name must be 1-{MAX_NAME_LENGTH} characters", "name")
     if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in name):
         raise Refusal("invalid_field", "name must not contain control characters", "name")
+    if not is_unicode(name):
+        raise Refusal("invalid_field", "name must be valid Unicode (no lone surrogates)", "name")
     return name
 
 

@@ -61,6 +61,62 @@ def _lock_language(language: str) -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"randomchat.pool.{language}"])
 
 
+def _lock_users(pks) -> dict[uuid.UUID, PoolUser]:
+    """Lock users in primary-key order, the one order in which every service locks users."""
+    return {u.pk: u for u in PoolUser.objects.select_for_update().filter(pk__in=list(pks)).order_by("pk")}
+
+
+class _Moved(Exception):
+    """The user changed between planning its locks and taking them."""
+
+
+def _lock_plan(user: PoolUser) -> tuple[uuid.UUID | None, frozenset]:
+    """The rows that releasing `user` changes: its active dialog, then the users involved."""
+    if user.status == Status.PAIRED:
+        row = (
+            Dialog.objects.filter(Q(first=user) | Q(second=user), status=Dialog.Status.ACTIVE)
+            .values_list("pk", "first_id", "second_id")
+            .first()
+        )
+        if row is not None:
+            return row[0], frozenset(row[1:])
+    if user.status == Status.PAIRING:
+        claimed = PoolUser.objects.filter(claimed_by=user, status=Status.CLAIMED).values_list("pk", flat=True)
+        return None, frozenset([user.pk, *claimed])
+    return None, frozenset([user.pk])
+
+
+def _lock_held(**filters) -> PoolUser | None:
+    """Find a user and lock it with every row its release changes, in the pool's lock order:
+    the dialog first, then users by primary key (as pair_confirm and dialog_stop lock them).
+
+    Two services that lock shared rows in different orders (a confirmation and a release, a
+    stop and the partner's disconnect) deadlock on PostgreSQL, and one of them fails.
+    """
+    for attempt in range(5):
+        try:
+            with transaction.atomic():  # a savepoint: rolling back releases a stale plan's locks
+                return _lock_planned(filters, strict=attempt < 4)
+        except _Moved:
+            continue
+    return None  # unreachable: the last attempt is not strict
+
+
+def _lock_planned(filters: dict, *, strict: bool) -> PoolUser | None:
+    user = PoolUser.objects.filter(**filters).first()
+    if user is None:
+        return None
+    dialog_id, pks = _lock_plan(user)
+    if dialog_id is not None:
+        list(Dialog.objects.select_for_update(of=("self",)).filter(pk=dialog_id))
+    user = _lock_users(pks)[user.pk]
+    if not PoolUser.objects.filter(**filters).filter(pk=user.pk).exists():
+        return None  # it left meanwhile: nothing to do
+    if strict and _lock_plan(user) != (dialog_id, pks):
+        raise _Moved
+    return user
+
+
 def _claim_next(user: PoolUser) -> list[Notice]:
     """Claim the longest-waiting compatible user for `user`, or leave `user` waiting."""
     for candidate in pool_candidates_for(user).select_for_update(skip_locked=True)[:5]:
@@ -119,7 +175,7 @@ def pair_retry(*, user_id) -> PoolResult:
 def pair_confirm(*, claimed_id, claimant_id, channel_name: str) -> PoolResult:
     """Called by the claimed user's connection: make the pair final and create the dialog."""
     with transaction.atomic():
-        users = {u.pk: u for u in PoolUser.objects.select_for_update().filter(pk__in=[claimed_id, claimant_id])}
+        users = _lock_users([claimed_id, claimant_id])
         claimed, claimant = users.get(uuid.UUID(str(claimed_id))), users.get(uuid.UUID(str(claimant_id)))
         if claimed is None or claimed.channel_name != channel_name:
             return PoolResult()
@@ -170,7 +226,7 @@ def pair_release(*, claimant_id) -> PoolResult:
         if claimant is None:
             return PoolResult()
         _lock_language(claimant.language)
-        claimant = PoolUser.objects.select_for_update().filter(pk=claimant_id, status=Status.PAIRING).first()
+        claimant = _lock_held(pk=claimant_id, status=Status.PAIRING)
         if claimant is None:
             return PoolResult()
         PoolUser.objects.filter(claimed_by=claimant, status=Status.CLAIMED).update(
@@ -185,7 +241,7 @@ def pool_leave(*, channel_name: str, reason: str) -> PoolResult:
     Idempotent: a connection that holds no user changes nothing.
     """
     with transaction.atomic():
-        user = PoolUser.objects.select_for_update().filter(channel_name=channel_name, status__in=PoolUser.HELD).first()
+        user = _lock_held(channel_name=channel_name, status__in=PoolUser.HELD)
         return _release(user, reason) if user is not None else PoolResult()
 
 
@@ -194,7 +250,7 @@ def pool_release(*, user_ids, reason: str) -> list[Notice]:
     notices = []
     for user_id in user_ids:
         with transaction.atomic():
-            user = PoolUser.objects.select_for_update().filter(pk=user_id, status__in=PoolUser.HELD).first()
+            user = _lock_held(pk=user_id, status__in=PoolUser.HELD)
             if user is not None:
                 notices += _release(user, reason).notices
     return notices
@@ -232,11 +288,7 @@ def _leave_pool(user: PoolUser, reason: str) -> list[Notice]:
 def pool_cancel(*, channel_name: str) -> PoolResult | None:
     """/stop while waiting: the user leaves the pool. None if the connection waits for nothing."""
     with transaction.atomic():
-        user = (
-            PoolUser.objects.select_for_update()
-            .filter(channel_name=channel_name, status__in=PoolUser.IN_POOL)
-            .first()
-        )
+        user = _lock_held(channel_name=channel_name, status__in=PoolUser.IN_POOL)
         if user is None:
             return None
         notices = _leave_pool(user, "cancelled")

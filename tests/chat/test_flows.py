@@ -1,0 +1,271 @@
+"""The chat through the real consumer: pairing, messages, leaving, and a second dialog."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from channels.db import database_sync_to_async
+from django.test import override_settings
+
+from dialogs.models import Dialog, Message
+from matching.models import PoolUser
+from randomchat import events
+
+from .client import paired
+
+Status = PoolUser.Status
+
+
+@database_sync_to_async
+def user(pk) -> PoolUser:
+    return PoolUser.objects.get(pk=pk)
+
+
+@database_sync_to_async
+def user_of(channel_status) -> list[PoolUser]:
+    return list(PoolUser.objects.filter(status=channel_status))
+
+
+@database_sync_to_async
+def dialog(pk) -> Dialog:
+    return Dialog.objects.get(pk=pk)
+
+
+@database_sync_to_async
+def count(model) -> int:
+    return model.objects.count()
+
+
+@database_sync_to_async
+def channel_of(user_id) -> str:
+    return PoolUser.objects.get(pk=user_id).channel_name
+
+
+async def test_seed_flow(chat):
+    bob, alice = await chat(), await chat()
+    await bob.send("/start", {"name": "Bob", "languageCode": "ru",
+                              "userAttributes": {"gender": "male", "age": None},
+                              "targetAttributes": {"gender": "female", "age": None}})
+    await bob.nothing()
+    await alice.send("/start", {"name": "Alice", "languageCode": "RU",
+                                "userAttributes": {"gender": "female", "age": 30},
+                                "targetAttributes": {"gender": "male"}})
+    eb, ea = await paired(bob, alice)
+    chat_id, bob_id, alice_id = eb["chatUUID"], eb["senderUUID"], ea["senderUUID"]
+    assert eb == {"chatUUID": chat_id, "senderUUID": bob_id, "eventCode": 10, "content": None,
+                  "serviceContent": {"partner": {"name": "Alice", "languageCode": "ru",
+                                                 "userAttributes": {"gender": "female", "age": 30}}}}
+    assert ea["serviceContent"] == {"partner": {"name": "Bob", "languageCode": "ru",
+                                                "userAttributes": {"gender": "male", "age": None}}}
+    assert (await user(bob_id)).name == "Bob"
+
+    await bob.message(chat_id, bob_id, "hello")
+    for client in (bob, alice):
+        assert await client.event() == {"chatUUID": chat_id, "senderUUID": bob_id, "eventCode": 20,
+                                        "serviceContent": None, "content": "hello"}
+    await alice.message(chat_id, alice_id, "привет 😀")
+    for client in (bob, alice):
+        assert (await client.event_with(20))["content"] == "привет 😀"
+
+    await alice.stop(chat_id, alice_id)
+    for client in (bob, alice):
+        assert await client.event() == {"chatUUID": chat_id, "senderUUID": alice_id, "eventCode": 30,
+                                        "serviceContent": {"reason": "stop"}, "content": None}
+    await bob.nothing()
+    await alice.nothing()
+    d = await dialog(chat_id)
+    assert (d.status, d.end_reason, str(d.ended_by_id)) == ("ended", "stop", alice_id)
+    assert await count(Message) == 2
+
+
+async def test_app_prefixed_destinations(chat):
+    a, b = await chat(), await chat()
+    await a.send("/app/start", {"languageCode": "en"})
+    await b.send("/app/start", {"languageCode": "en"})
+    ea, eb = await paired(a, b)
+    await a.send("/app/message", {"chatUUID": ea["chatUUID"], "senderUUID": ea["senderUUID"], "content": "x"})
+    assert (await b.event_with(20))["content"] == "x"
+    await a.event_with(20)
+    await b.send("/app/stop", {"chatUUID": eb["chatUUID"], "senderUUID": eb["senderUUID"], "content": None})
+    assert (await a.event_with(30))["serviceContent"] == {"reason": "stop"}
+
+
+async def test_stop_while_waiting_cancels(chat):
+    a = await chat()
+    await a.start()
+    await a.send("/stop", {})
+    assert await a.event() == {"chatUUID": None, "senderUUID": None, "eventCode": 30,
+                               "serviceContent": {"reason": "cancelled"}, "content": None}
+    [cancelled] = await user_of(Status.CANCELLED)
+    b = await chat()
+    await b.start()
+    await b.nothing()
+    await a.nothing()
+    assert cancelled.left_at is not None
+    # The cancelled connection may start again, and is paired with the one now waiting.
+    await a.start()
+    await paired(a, b)
+
+
+@pytest.mark.parametrize("body", [b"", b"not json", b"[]", b'{"chatUUID": 5}'])
+async def test_stop_while_waiting_cancels_whatever_the_body(chat, body):
+    a = await chat()
+    await a.start()
+    await a.send("/stop", body)
+    assert (await a.event_with(30))["serviceContent"] == {"reason": "cancelled"}
+
+
+async def test_disconnect_while_waiting_leaves_the_pool(chat):
+    a, b = await chat(), await chat()
+    await a.start()
+    await a.close()
+    [gone] = await user_of(Status.GONE)
+    await b.start()
+    await b.nothing(0.5)
+    assert (await user_of(Status.WAITING))[0].channel_name != gone.channel_name
+    c = await chat()
+    await c.start()
+    await paired(b, c)
+
+
+@pytest.mark.parametrize("how", ["socket", "stomp"])
+async def test_disconnect_in_a_dialog_tells_the_partner(chat, how):
+    a, b = await chat(), await chat()
+    await a.start()
+    await b.start()
+    ea, eb = await paired(a, b)
+    if how == "socket":
+        await a.close()
+    else:
+        await a.stomp_disconnect()
+    assert await b.event() == {"chatUUID": eb["chatUUID"], "senderUUID": ea["senderUUID"], "eventCode": 30,
+                               "serviceContent": {"reason": "disconnect"}, "content": None}
+    await b.nothing()
+    d = await dialog(ea["chatUUID"])
+    assert (d.end_reason, str(d.ended_by_id)) == ("disconnect", ea["senderUUID"])
+    # The partner's dialog has ended: its messages are refused, and it can start again.
+    await b.message(eb["chatUUID"], eb["senderUUID"], "anyone?")
+    assert (await b.event_with(21))["serviceContent"]["error"] == "dialog_ended"
+
+
+async def test_start_again_after_the_dialog_gets_a_new_sender_uuid(chat):
+    a, b, c = await chat(), await chat(), await chat()
+    await a.start()
+    await b.start()
+    first_a, first_b = await paired(a, b)
+    await b.stop(first_b["chatUUID"], first_b["senderUUID"])
+    await a.event_with(30)
+    await b.event_with(30)
+
+    await a.start()
+    await c.start()
+    second_a, second_c = await paired(a, c)
+    assert second_a["senderUUID"] != first_a["senderUUID"]
+    assert second_a["chatUUID"] != first_a["chatUUID"]
+    assert (await user(first_a["senderUUID"])).status == Status.ENDED  # kept, as history
+    # The old senderUUID no longer speaks for the connection, in either dialog.
+    await a.message(second_a["chatUUID"], first_a["senderUUID"], "old me")
+    assert (await a.event_with(21))["serviceContent"]["error"] == "not_participant"
+    await a.message(second_a["chatUUID"], second_a["senderUUID"], "new me")
+    assert (await c.event_with(20))["senderUUID"] == second_a["senderUUID"]
+    await a.event_with(20)
+    # b starts again too: it is paired with nobody (a and c are busy), with a new id.
+    await b.start()
+    await b.nothing()
+
+
+async def test_no_event_of_an_ended_dialog_after_the_next_pairing(chat, layer):
+    a, b, c = await chat(), await chat(), await chat()
+    await a.start()
+    await b.start()
+    old_a, old_b = await paired(a, b)
+    await b.stop(old_b["chatUUID"], old_b["senderUUID"])
+    await a.event_with(30)
+    await b.event_with(30)
+    await a.start()
+    await c.start()
+    new_a, new_c = await paired(a, c)
+
+    # Late events of the old dialog, as a slow layer or another process could deliver them.
+    channel = await channel_of(new_a["senderUUID"])
+    for code, extra in ((events.MESSAGE, {"content": "late"}), (events.LEFT, {"service": {"reason": "timeout"}})):
+        await layer.send(channel, events.chat_event(code, old_a["chatUUID"], sender=old_b["senderUUID"], **extra))
+    await layer.group_send(events.chat_group(old_a["chatUUID"]),
+                           events.chat_event(events.MESSAGE, old_a["chatUUID"], sender=old_b["senderUUID"],
+                                             content="late, to the old group"))
+    await a.nothing(0.5)
+    # The current dialog still flows.
+    await c.message(new_c["chatUUID"], new_c["senderUUID"], "now")
+    assert (await a.event_with(20))["chatUUID"] == new_a["chatUUID"]
+
+
+async def test_claimed_user_whose_connection_is_gone_is_not_paired(chat):
+    a, b = await chat(), await chat()
+    await a.start()
+    a_id = (await user_of(Status.WAITING))[0].pk
+    await a.close()
+    await b.start()
+    await b.nothing(0.5)
+    assert (await user(a_id)).status == Status.GONE
+    assert await count(Dialog) == 0
+
+
+@database_sync_to_async
+def store_unresponsive_user(channel: str, **fields) -> uuid.UUID:
+    """A waiting user whose connection never answers (its consumer is stuck or lost)."""
+    return PoolUser.objects.create(language="en", channel_name=channel, **fields).pk
+
+
+@override_settings(RANDOMCHAT_PAIR_CONFIRM_TIMEOUT=0.3)
+async def test_claimed_user_that_never_confirms_is_released(chat, layer):
+    dead = await store_unresponsive_user(await layer.new_channel(), gender="male")
+    c = await chat()
+    await c.start(targetAttributes={"gender": "female"})  # waits behind `dead`, refuses it
+    b = await chat()
+    await b.start(userAttributes={"gender": "female"})  # claims `dead` first: it waited longest
+    eb, ec = await paired(b, c)
+    assert (await user(dead)).status == Status.GONE
+    d = await dialog(eb["chatUUID"])
+    assert {str(d.first_id), str(d.second_id)} == {eb["senderUUID"], ec["senderUUID"]}
+
+
+@override_settings(RANDOMCHAT_PAIR_CONFIRM_TIMEOUT=0.3)
+async def test_claimed_user_that_never_confirms__claimant_waits_for_the_next(chat, layer):
+    dead = await store_unresponsive_user(await layer.new_channel())
+    b = await chat()
+    await b.start()
+    await asyncio.sleep(0.6)  # the claim times out; b waits again
+    await b.nothing()
+    assert (await user(dead)).status == Status.GONE
+    c = await chat()
+    await c.start()
+    await paired(b, c)
+
+
+@override_settings(RANDOMCHAT_PAIR_CONFIRM_TIMEOUT=0.3)
+async def test_slow_but_alive_claimed_user_is_not_lost(chat, monkeypatch):
+    from randomchat.consumers import ChatConsumer
+
+    slow: set[str] = set()
+    confirm = ChatConsumer.pair_offer
+
+    async def slow_offer(self, event):
+        if self.channel_name in slow:
+            await asyncio.sleep(1.0)
+        await confirm(self, event)
+
+    monkeypatch.setattr(ChatConsumer, "pair_offer", slow_offer)
+    a = await chat()
+    await a.start(userAttributes={"gender": "male"})
+    slow.add((await user_of(Status.WAITING))[0].channel_name)
+    c = await chat()
+    await c.start(targetAttributes={"gender": "female"})  # refuses a
+    b = await chat()
+    await b.start(userAttributes={"gender": "female"})  # claims a, which answers too late
+    await paired(b, c)
+    await a.nothing(1.2)  # a's late answer puts it back in the pool
+    d = await chat()
+    await d.start()
+    await paired(a, d)

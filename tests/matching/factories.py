@@ -1,0 +1,30 @@
+"""Pool users for tests, stored the way pool_enter stores them."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from matching.models import PoolUser
+from matching.rules import StartRequest, parse_start
+
+
+def request_of(data: dict | None = None, **fields) -> StartRequest:
+    data = {"languageCode": "en", **(data or {}), **fields}
+    return parse_start(json.dumps(data).encode())
+
+
+def pool_user(data: dict | None = None, *, status=PoolUser.Status.WAITING, **extra) -> PoolUser:
+    request = request_of(data)
+    return PoolUser.objects.create(
+        name=request.name,
+        language=request.language,
+        gender=request.attributes.gender,
+        age=request.attributes.age,
+        target_gender=request.target.gender,
+        target_age_min=request.target.age_min,
+        target_age_max=request.target.age_max,
+        channel_name=extra.pop("channel_name", f"test.{uuid.uuid4().hex}"),
+        status=status,
+        **extra,
+    )
