@@ -35,6 +35,14 @@ async def call(service, **kwargs):
         raise Refusal("unavailable", "The service is briefly unavailable; try again shortly") from None
 
 
+def parse_or_refusal(body: bytes) -> tuple[DialogRequest | None, Refusal | None]:
+    """A /message or /stop body, or why it is invalid: the caller decides when that matters."""
+    try:
+        return parse_dialog_request(body), None
+    except Refusal as refusal:
+        return None, refusal
+
+
 class ChatConsumer(StompConsumer):
     destinations = {"/start": "send_start", "/message": "send_message", "/stop": "send_stop"}
     event_destination = "/user/dialog"
@@ -88,10 +96,11 @@ class ChatConsumer(StompConsumer):
         await self.apply(result)
 
     async def send_message(self, frame: Frame) -> None:
-        request = None
+        request, invalid = parse_or_refusal(frame.body)  # a refusal echoes the ids as sent
         try:
             await self.check_rate(self.message_bucket)
-            request = parse_dialog_request(frame.body)
+            if invalid is not None:
+                raise invalid
             notice = await call(message_create, request=request, held_user=self.user_id)
         except Refusal as refusal:
             await self.refuse(events.MESSAGE_REFUSED, refusal, request)
@@ -99,11 +108,7 @@ class ChatConsumer(StompConsumer):
         await send_notices(self.channel_layer, [notice])
 
     async def send_stop(self, frame: Frame) -> None:
-        request = invalid = None
-        try:
-            request = parse_dialog_request(frame.body)
-        except Refusal as refusal:
-            invalid = refusal  # any body cancels waiting; only a dialog needs a valid one
+        request, invalid = parse_or_refusal(frame.body)  # any body cancels waiting
         try:
             cancelled = await call(pool.pool_cancel, channel_name=self.channel_name)
             if cancelled is not None:

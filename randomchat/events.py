@@ -16,17 +16,17 @@ STOP_REFUSED = 31
 
 def event_body(code: int, *, chat=None, sender=None, service=None, content=None) -> bytes:
     """The JSON body of every event: exactly the five keys of the protocol."""
-    return json.dumps(
-        {
-            "chatUUID": None if chat is None else str(chat),
-            "senderUUID": None if sender is None else str(sender),
-            "eventCode": code,
-            "serviceContent": service,
-            "content": content,
-        },
-        ensure_ascii=False,
-        separators=(",", ":"),
-    ).encode()
+    event = {
+        "chatUUID": None if chat is None else str(chat),
+        "senderUUID": None if sender is None else str(sender),
+        "eventCode": code,
+        "serviceContent": service,
+        "content": content,
+    }
+    try:
+        return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:  # a lone surrogate echoed as sent: only \u escapes carry it
+        return json.dumps(event, separators=(",", ":")).encode()
 
 
 def chat_group(chat) -> str:

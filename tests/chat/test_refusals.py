@@ -254,8 +254,6 @@ async def test_message__rate_limited(chat):
     assert (await stored())[2] == 2
 
 
-@pytest.mark.xfail(strict=True, reason="randomchat/consumers.py checks the rate before parsing the body, "
-                   "so a rate_limited 21 carries null ids instead of the ids as sent (PROTOCOL.md §4)")
 @override_settings(RANDOMCHAT_RATE_MESSAGE=(0.001, 2))
 async def test_message__rate_limited_echoes_ids(chat):
     a, b, ea = await flood(chat)
@@ -321,8 +319,6 @@ async def test_stop__dialog_ended(pair):
                       field="chatUUID")
 
 
-@pytest.mark.xfail(strict=True, reason="randomchat/events.py: a lone surrogate echoed as sent cannot be "
-                   "encoded (json.dumps(ensure_ascii=False) then .encode()); the consumer dies")
 async def test_message__lone_surrogate_in_ids_is_echoed(pair):
     a, b, ea, eb = pair
     await a.send("/message", b'{"chatUUID": "\\ud800", "senderUUID": "x", "content": "hi"}')
