@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 
@@ -17,6 +18,8 @@ from randomchat.refusals import Refusal
 from matching.rules import is_unicode, parse_json_object
 
 from .models import Dialog, Message
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +132,9 @@ def _end(dialog: Dialog, *, ended_by, reason: str) -> list[Notice]:
     PoolUser.objects.filter(
         pk__in=[dialog.first_id, dialog.second_id], status=PoolUser.Status.PAIRED
     ).update(status=PoolUser.Status.ENDED, left_at=now)
+    transaction.on_commit(
+        lambda: logger.info("event=dialog_end chat=%s reason=%s ended_by=%s", dialog.id, reason, ended_by)
+    )
     return [
         Notice(
             group=events.chat_group(dialog.id),

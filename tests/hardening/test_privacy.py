@@ -33,3 +33,25 @@ async def test_contents_never_logged(chat_client, caplog):
 def test_no_ip_address_fields():
     fields = {f.name for model in (PoolUser, Dialog, Message) for f in model._meta.get_fields()}
     assert not [name for name in fields if "ip" in name.split("_") or "addr" in name]
+
+
+async def test_one_structured_line_per_connect_pair_end_refusal_and_protocol_error(chat_client, caplog):
+    caplog.set_level(logging.INFO)
+    a, event_a, b, _ = await pair(chat_client)
+    ids = {"chatUUID": event_a["chatUUID"], "senderUUID": event_a["senderUUID"]}
+    await a.send_json("/message", {**ids, "content": ""})
+    await a.event()
+    await a.send_json("/stop", {**ids, "content": None})
+    await a.event(), await b.event()
+    await b.send("FOO")
+    await b.expect_error("Unknown command")
+    lines = [r.getMessage() for r in caplog.records]
+
+    def count(prefix):
+        return len([line for line in lines if line.startswith(prefix)])
+
+    assert count("event=connect session=") == 2
+    assert count("event=pair session=") == 2
+    assert count(f"event=dialog_end chat={ids['chatUUID']} reason=stop ended_by={ids['senderUUID']}") == 1
+    assert count("event=refusal session=") == 1
+    assert count("stomp rejected session=") == 1
