@@ -1,7 +1,9 @@
 """Dialogs in the admin: read-only audit pages, and an action that ends dialogs."""
 
+import uuid
+
 from django.contrib import admin, messages
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -65,9 +67,17 @@ class MessageInline(admin.TabularInline):
 class DialogAdmin(admin.ModelAdmin):
     list_display = ("id", "status", "language", "started_at", "ended_at", "how_it_ended", "message_count")
     list_filter = ("status", "end_reason", "language", "started_at", "ended_at")
-    # chatUUID, or either participant's senderUUID.
-    search_fields = ("=id", "=first__id", "=second__id")
+    # chatUUID, or either participant's senderUUID, in any UUID spelling.
+    search_fields = ("=id",)
     search_help_text = "A chatUUID, or a senderUUID of either participant."
+
+    def get_search_results(self, request, queryset, search_term):
+        """Match the term as a UUID: PostgreSQL compares text with dashes, a hex would miss."""
+        try:
+            key = uuid.UUID(search_term.strip())
+        except ValueError:
+            return queryset.none() if search_term.strip() else queryset, False
+        return queryset.filter(Q(id=key) | Q(first_id=key) | Q(second_id=key)), False
     ordering = ("-started_at",)
     list_select_related = ("first", "second")
     fields = (

@@ -84,7 +84,15 @@ class ChatMachine(RuleBasedStateMachine):
     def live(self):
         return [c for c in self.connections if not c.closed]
 
-    @precondition(lambda self: len(self.live()) < MAX_CLIENTS)
+    def pick(self, index: int) -> Connection | None:
+        """A connection still open, or None. Choices never depend on what the server did
+        (closes race with our reads), so that hypothesis can replay a run exactly."""
+        if not self.connections:
+            return None
+        conn = self.connections[index % len(self.connections)]
+        return None if conn.closed else conn
+
+    @precondition(lambda self: len(self.connections) < 2 * MAX_CLIENTS)
     @rule(subscribe=st.booleans())
     def open(self, subscribe):
         conn = Connection()
@@ -95,35 +103,39 @@ class ChatMachine(RuleBasedStateMachine):
             self.run(conn.client.send_bytes(b"SUBSCRIBE\nid:0\ndestination:/user/dialog\n\n\x00"))
         self.run(conn.drain())
 
-    @precondition(lambda self: self.live())
-    @rule(data=st.data(), body=start_bodies)
-    def start(self, data, body):
-        conn = data.draw(st.sampled_from(self.live()))
+    @rule(index=st.integers(0, 2 * MAX_CLIENTS), body=start_bodies)
+    def start(self, index, body):
+        conn = self.pick(index)
+        if conn is None:
+            return
         self.run(conn.client.send_bytes(raw_frame("SEND", [("destination", "/start")], json.dumps(body))))
         self.run(self.settle())
 
-    @precondition(lambda self: self.live())
-    @rule(data=st.data(), content=st.one_of(st.text(max_size=20), st.none(), st.integers()),
+    @rule(index=st.integers(0, 2 * MAX_CLIENTS), other=st.integers(0, 2 * MAX_CLIENTS),
+          content=st.one_of(st.text(max_size=20), st.none(), st.integers()),
           own=st.booleans(), destination=st.sampled_from(["/message", "/stop", "/app/message", "/app/stop"]))
-    def speak(self, data, content, own, destination):
-        conn = data.draw(st.sampled_from(self.live()))
-        other = data.draw(st.sampled_from(self.connections))
-        ids = (conn if own else other).ids()
+    def speak(self, index, other, content, own, destination):
+        conn = self.pick(index)
+        if conn is None:
+            return
+        ids = (conn if own else self.connections[other % len(self.connections)]).ids()
         body = json.dumps({**ids, "content": content})
         self.run(conn.client.send_bytes(raw_frame("SEND", [("destination", destination)], body)))
         self.run(self.settle())
 
-    @precondition(lambda self: self.live())
-    @rule(data=st.data(), junk=garbage)
-    def junk(self, data, junk):
-        conn = data.draw(st.sampled_from(self.live()))
+    @rule(index=st.integers(0, 2 * MAX_CLIENTS), junk=garbage)
+    def junk(self, index, junk):
+        conn = self.pick(index)
+        if conn is None:
+            return
         self.run(conn.client.send_bytes(junk, binary=True))
         self.run(self.settle())
 
-    @precondition(lambda self: self.live())
-    @rule(data=st.data(), clean=st.booleans())
-    def leave(self, data, clean):
-        conn = data.draw(st.sampled_from(self.live()))
+    @rule(index=st.integers(0, 2 * MAX_CLIENTS), clean=st.booleans())
+    def leave(self, index, clean):
+        conn = self.pick(index)
+        if conn is None:
+            return
         if clean:
             self.run(conn.client.send_bytes(b"DISCONNECT\nreceipt:bye\n\n\x00"))
             self.run(conn.drain())
