@@ -8,6 +8,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from matching.models import PoolUser
+from randomchat.admin_readonly import ReadOnlyAdminMixin
 
 from .maintenance import dialog_end_many
 from .models import Dialog, Message
@@ -37,7 +38,7 @@ def participant_html(user: PoolUser):
     )
 
 
-class MessageInline(admin.TabularInline):
+class MessageInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = Message
     fields = ("created_at", "author_role", "author", "content")
     readonly_fields = fields
@@ -53,18 +54,9 @@ class MessageInline(admin.TabularInline):
         return _role(message.dialog, message.author_id)
 
     # Messages are the audit record: nobody adds, edits or deletes them here.
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(Dialog)
-class DialogAdmin(admin.ModelAdmin):
+class DialogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "status", "language", "started_at", "ended_at", "how_it_ended", "message_count")
     list_filter = ("status", "end_reason", "language", "started_at", "ended_at")
     # chatUUID, or either participant's senderUUID, in any UUID spelling.
@@ -136,13 +128,3 @@ class DialogAdmin(admin.ModelAdmin):
 
     def has_end_permission(self, request) -> bool:
         return request.user.has_perm("dialogs.change_dialog")
-
-    # The record of a chat is read-only; purge_dialogs deletes old ones.
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

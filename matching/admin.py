@@ -4,6 +4,8 @@ from django.contrib import admin, messages
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from randomchat.admin_readonly import ReadOnlyAdminMixin
+
 from .maintenance import pool_remove
 from .models import PoolUser, ServerProcess
 
@@ -34,7 +36,7 @@ def wait_seconds(user: PoolUser, now=None) -> float | None:
 
 
 @admin.register(PoolUser)
-class PoolUserAdmin(admin.ModelAdmin):
+class PoolUserAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "name", "language", "gender", "age", "status", "created_at", "wait_time", "process")
     list_filter = ("status", "language", "gender", "created_at")
     search_fields = ("=id", "name", "=channel_name")
@@ -69,19 +71,8 @@ class PoolUserAdmin(admin.ModelAdmin):
     def has_remove_permission(self, request) -> bool:
         return request.user.has_perm("matching.change_pooluser")
 
-    # The pool is also the pairing history: read-only here.
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(ServerProcess)
-class ServerProcessAdmin(admin.ModelAdmin):
+class ServerProcessAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("__str__", "hostname", "pid", "started_at", "last_seen", "held_users")
     ordering = ("-last_seen",)
     readonly_fields = ("id", "hostname", "pid", "started_at", "last_seen")
@@ -93,12 +84,3 @@ class ServerProcessAdmin(admin.ModelAdmin):
     @admin.display(description="users held", ordering="held_users")
     def held_users(self, process: ServerProcess) -> int:
         return process.held_users
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
