@@ -132,6 +132,19 @@ def _claim_next(user: PoolUser) -> list[Notice]:
     return []
 
 
+def user_fields(request: StartRequest) -> dict:
+    """The PoolUser columns a validated /start request fills."""
+    return {
+        "name": request.name,
+        "language": request.language,
+        "gender": request.attributes.gender,
+        "age": request.attributes.age,
+        "target_gender": request.target.gender,
+        "target_age_min": request.target.age_min,
+        "target_age_max": request.target.age_max,
+    }
+
+
 def pool_enter(*, channel_name: str, request: StartRequest, process_id=None) -> PoolResult:
     """Store a new user for this connection and claim a partner for it if one waits."""
     with transaction.atomic():
@@ -146,15 +159,7 @@ def pool_enter(*, channel_name: str, request: StartRequest, process_id=None) -> 
         if held is not None:
             raise Refusal("already_waiting", "This connection already waits in the pool")
         user = PoolUser.objects.create(
-            name=request.name,
-            language=request.language,
-            gender=request.attributes.gender,
-            age=request.attributes.age,
-            target_gender=request.target.gender,
-            target_age_min=request.target.age_min,
-            target_age_max=request.target.age_max,
-            channel_name=channel_name,
-            process_id=process_id,
+            **user_fields(request), channel_name=channel_name, process_id=process_id
         )
         return PoolResult(user_id=user.pk, notices=_claim_next(user))
 

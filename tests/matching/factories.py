@@ -7,6 +7,7 @@ import uuid
 
 from matching.models import PoolUser
 from matching.rules import StartRequest, parse_start
+from matching.services import user_fields
 
 
 def request_of(data: dict | None = None, **fields) -> StartRequest:
@@ -17,13 +18,7 @@ def request_of(data: dict | None = None, **fields) -> StartRequest:
 def pool_user(data: dict | None = None, *, status=PoolUser.Status.WAITING, **extra) -> PoolUser:
     request = request_of(data)
     return PoolUser.objects.create(
-        name=request.name,
-        language=request.language,
-        gender=request.attributes.gender,
-        age=request.attributes.age,
-        target_gender=request.target.gender,
-        target_age_min=request.target.age_min,
-        target_age_max=request.target.age_max,
+        **user_fields(request),
         channel_name=extra.pop("channel_name", f"test.{uuid.uuid4().hex}"),
         status=status,
         **extra,
