@@ -117,6 +117,15 @@ def _lock_planned(filters: dict, *, strict: bool) -> PoolUser | None:
     return user
 
 
+def _lock_in_pool(pk, status) -> PoolUser | None:
+    """The user if it still has `status`, locked after its language (pool_enter's order)."""
+    user = PoolUser.objects.filter(pk=pk, status=status).first()
+    if user is None:
+        return None
+    _lock_language(user.language)
+    return _lock_held(pk=pk, status=status)
+
+
 def _claim_next(user: PoolUser) -> list[Notice]:
     """Claim the longest-waiting compatible user for `user`, or leave `user` waiting."""
     for candidate in pool_candidates_for(user).select_for_update(skip_locked=True)[:5]:
@@ -167,11 +176,7 @@ def pool_enter(*, channel_name: str, request: StartRequest, process_id=None) -> 
 def pair_retry(*, user_id) -> PoolResult:
     """Look for a partner again for a user that went back to waiting."""
     with transaction.atomic():
-        user = PoolUser.objects.filter(pk=user_id, status=Status.WAITING).first()
-        if user is None:
-            return PoolResult()
-        _lock_language(user.language)
-        user = PoolUser.objects.select_for_update().filter(pk=user_id, status=Status.WAITING).first()
+        user = _lock_in_pool(user_id, Status.WAITING)
         if user is None:
             return PoolResult()
         return PoolResult(user_id=user.pk, notices=_claim_next(user))
@@ -227,11 +232,7 @@ def _paired_notice(dialog: Dialog, recipient: PoolUser, partner: PoolUser) -> No
 def pair_release(*, claimant_id) -> PoolResult:
     """The claimed user did not confirm: it is gone; claim the next candidate instead."""
     with transaction.atomic():
-        claimant = PoolUser.objects.filter(pk=claimant_id, status=Status.PAIRING).first()
-        if claimant is None:
-            return PoolResult()
-        _lock_language(claimant.language)
-        claimant = _lock_held(pk=claimant_id, status=Status.PAIRING)
+        claimant = _lock_in_pool(claimant_id, Status.PAIRING)
         if claimant is None:
             return PoolResult()
         PoolUser.objects.filter(claimed_by=claimant, status=Status.CLAIMED).update(
