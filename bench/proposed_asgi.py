@@ -2,14 +2,8 @@
 
 Served as `daphne proposed_asgi:application` (bench/ on PYTHONPATH) next to the unchanged
 `randomchat.asgi:application` in the same run. BENCH_PROPOSED picks the changes
-(comma-separated; default all three):
+(comma-separated; default both):
 
-- dispatch: no `aclose_old_connections()` before every handler. channels' AsyncConsumer.
-  dispatch awaits it for every WebSocket frame and every channel-layer event; it is a hop to
-  the one thread that also runs all of the process's database calls, so each event delivery
-  waits behind whatever database work is queued there. randomchat reaches the database only
-  through database_sync_to_async, which closes old connections itself, before and after each
-  call, in that thread: the hop in dispatch is redundant.
 - pool: the consumer's database calls (randomchat.consumers.call and the disconnect's
   pool_leave) on the event loop's default thread pool (thread_sensitive=False), each thread
   with its own persistent connection, instead of all on one thread. The services are already
@@ -26,7 +20,7 @@ from __future__ import annotations
 
 import os
 
-CHANGES = {c.strip() for c in os.environ.get("BENCH_PROPOSED", "dispatch,pool,nohealth").split(",") if c.strip()}
+CHANGES = {c.strip() for c in os.environ.get("BENCH_PROPOSED", "pool,nohealth").split(",") if c.strip()}
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "randomchat.settings")
 
@@ -45,17 +39,6 @@ if "nohealth" in CHANGES:
 
 from randomchat.asgi import application  # noqa: E402,F401
 from randomchat import consumers  # noqa: E402
-
-if "dispatch" in CHANGES:
-    from channels.consumer import get_handler_name
-
-    async def dispatch(self, message):
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
-
-    consumers.ChatConsumer.dispatch = dispatch
 
 if "pool" in CHANGES and settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
     from channels.db import DatabaseSyncToAsync

@@ -11,6 +11,7 @@ import logging
 import re
 import uuid
 
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -113,6 +114,17 @@ class StompConsumer(AsyncWebsocketConsumer):
             self.timer.cancel()
             self.timer = None
         self.transactions.clear()
+
+    async def dispatch(self, message: dict) -> None:
+        """Call the handler at once. channels' own dispatch first awaits
+        `aclose_old_connections()`, a hop to the one thread that runs every database call of
+        the process, so each frame and each event would wait behind queued database work. Our
+        database calls go through `database_sync_to_async`, which closes old connections itself.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     # Inbound
 
