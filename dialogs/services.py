@@ -67,11 +67,8 @@ def validate_content(content: object) -> str:
     return content
 
 
-def _owned_active_dialog(request: DialogRequest, held_user: uuid.UUID | None) -> Dialog:
-    """The dialog the request names, locked, if the connection's own user is in it and it is active."""
-    chat = _uuid(request.chat, "chatUUID")
-    sender = _uuid(request.sender, "senderUUID")
-    dialog = Dialog.objects.select_for_update(of=("self",)).filter(pk=chat).first()
+def _check_owned_active(dialog: Dialog | None, sender: uuid.UUID, held_user: uuid.UUID | None) -> Dialog:
+    """The dialog, if the connection's own user is in it and it is active."""
     if dialog is None:
         raise Refusal("unknown_chat", "No dialog has this chatUUID", "chatUUID")
     if sender != held_user or sender not in (dialog.first_id, dialog.second_id):
@@ -81,16 +78,57 @@ def _owned_active_dialog(request: DialogRequest, held_user: uuid.UUID | None) ->
     return dialog
 
 
-def message_create(*, request: DialogRequest, held_user: uuid.UUID | None) -> Notice:
-    """Store the message, then let both participants know (the database is the record)."""
-    content = validate_content(request.content)
-    with transaction.atomic():
-        dialog = _owned_active_dialog(request, held_user)
-        Message.objects.create(dialog=dialog, author_id=held_user, content=content)
-    return Notice(
-        group=events.chat_group(dialog.id),
-        message=events.chat_event(events.MESSAGE, dialog.id, sender=held_user, content=content),
+def _locked_dialogs(chats) -> dict[uuid.UUID, Dialog]:
+    """Dialogs locked in primary-key order (one order for every batch), with both
+    participants' channels, the addresses of the dialog's events."""
+    dialogs = (
+        Dialog.objects.select_for_update(of=("self",))
+        .select_related("first", "second")
+        .only("status", "first__channel_name", "second__channel_name", "first", "second")
+        .filter(pk__in=chats)
+        .order_by("pk")
     )
+    return {dialog.pk: dialog for dialog in dialogs}
+
+
+def _to_participants(dialog: Dialog, message: dict) -> list[Notice]:
+    return [Notice(channel=user.channel_name, message=message) for user in (dialog.first, dialog.second)]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDraft:
+    """A /message that passed every check that needs no database."""
+
+    chat: uuid.UUID
+    sender: uuid.UUID
+    held_user: uuid.UUID | None
+    content: str
+
+
+def message_draft(request: DialogRequest, held_user: uuid.UUID | None) -> MessageDraft:
+    content = validate_content(request.content)
+    return MessageDraft(_uuid(request.chat, "chatUUID"), _uuid(request.sender, "senderUUID"), held_user, content)
+
+
+def messages_store(drafts: list[MessageDraft]) -> list[list[Notice] | Refusal]:
+    """Store many connections' messages in one transaction (group commit); each draft gets
+    the notices for both participants, or its refusal. The database is the record: the
+    notices are sent only once this has committed."""
+    results: list[list[Notice] | Refusal] = []
+    with transaction.atomic():
+        dialogs = _locked_dialogs({draft.chat for draft in drafts})
+        rows = []
+        for draft in drafts:
+            try:
+                dialog = _check_owned_active(dialogs.get(draft.chat), draft.sender, draft.held_user)
+            except Refusal as refusal:
+                results.append(refusal)
+                continue
+            rows.append(Message(dialog=dialog, author_id=draft.sender, content=draft.content))
+            event = events.chat_event(events.MESSAGE, dialog.pk, sender=draft.sender, content=draft.content)
+            results.append(_to_participants(dialog, event))
+        Message.objects.bulk_create(rows)
+    return results
 
 
 def dialog_stop(*, request: DialogRequest, held_user: uuid.UUID | None) -> list[Notice]:
@@ -99,8 +137,9 @@ def dialog_stop(*, request: DialogRequest, held_user: uuid.UUID | None) -> list[
             # In a dialog, "not_in_dialog" would be false: the body lacks the dialog's id.
             raise Refusal("invalid_field", "chatUUID must be a UUID string", "chatUUID")
         raise Refusal("not_in_dialog", "This connection is in no dialog and waits for none")
+    chat, sender = _uuid(request.chat, "chatUUID"), _uuid(request.sender, "senderUUID")
     with transaction.atomic():
-        dialog = _owned_active_dialog(request, held_user)
+        dialog = _check_owned_active(_locked_dialogs([chat]).get(chat), sender, held_user)
         return _end(dialog, ended_by=held_user, reason=Dialog.EndReason.STOP)
 
 
@@ -113,7 +152,7 @@ def _active_dialog_of(user_id: uuid.UUID) -> bool:
 def dialog_end(*, dialog_id, ended_by=None, reason: str) -> list[Notice]:
     """End an active dialog; idempotent: an ended or unknown dialog gives no notice."""
     with transaction.atomic():
-        dialog = Dialog.objects.select_for_update(of=("self",)).filter(pk=dialog_id).first()
+        dialog = _locked_dialogs([dialog_id]).get(uuid.UUID(str(dialog_id)))
         if dialog is None or dialog.status != Dialog.Status.ACTIVE:
             return []
         return _end(dialog, ended_by=ended_by, reason=reason)
@@ -135,10 +174,5 @@ def _end(dialog: Dialog, *, ended_by, reason: str) -> list[Notice]:
     transaction.on_commit(
         lambda: logger.info("event=dialog_end chat=%s reason=%s ended_by=%s", dialog.id, reason, ended_by)
     )
-    return [
-        Notice(
-            group=events.chat_group(dialog.id),
-            message=events.chat_event(events.LEFT, dialog.id, sender=ended_by, service={"reason": reason}),
-        )
-    ]
+    return _to_participants(dialog, events.chat_event(events.LEFT, dialog.id, sender=ended_by, service={"reason": reason}))
 

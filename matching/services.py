@@ -37,7 +37,6 @@ class PoolResult:
 
     user_id: uuid.UUID | None = None
     dialog_id: uuid.UUID | None = None
-    group_members: list[str] = field(default_factory=list)
     notices: list[Notice] = field(default_factory=list)
 
 
@@ -210,7 +209,6 @@ def pair_confirm(*, claimed_id, claimant_id, channel_name: str) -> PoolResult:
     return PoolResult(
         user_id=claimed.pk,
         dialog_id=dialog.pk,
-        group_members=[claimed.channel_name, claimant.channel_name],
         notices=[_paired_notice(dialog, claimed, claimant), _paired_notice(dialog, claimant, claimed)],
     )
 

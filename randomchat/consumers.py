@@ -7,23 +7,29 @@ import logging
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
 
-from dialogs.services import DialogRequest, dialog_stop, message_create, parse_dialog_request
+from dialogs.services import DialogRequest, dialog_stop, message_draft, messages_store, parse_dialog_request
 from matching import services as pool
 from matching.rules import parse_start
 
 from . import events, metrics
-from .notify import send_notices, with_retry
+from .batching import Batch
+from .events import Notice
+from .notify import with_retry
 from .process import current_process, live_channels
 from .ratelimit import TokenBucket
-from .refusals import Refusal
+from .refusals import DATABASE_UNAVAILABLE, Refusal, unavailable
 from .stomp.frames import Frame
 from .stomp_consumer import StompConsumer
 
 logger = logging.getLogger(__name__)
 
-DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+MESSAGES = Batch(messages_store)
+
+
+def database_down(service: str, exc: Exception) -> Refusal:
+    logger.warning("database unavailable service=%s error=%s", service, type(exc).__name__)
+    return unavailable()
 
 
 async def call(service, **kwargs):
@@ -31,8 +37,7 @@ async def call(service, **kwargs):
     try:
         return await database_sync_to_async(service)(**kwargs)
     except DATABASE_UNAVAILABLE as exc:
-        logger.warning("database unavailable service=%s error=%s", service.__name__, type(exc).__name__)
-        raise Refusal("unavailable", "The service is briefly unavailable; try again shortly") from None
+        raise database_down(service.__name__, exc) from None
 
 
 def parse_or_refusal(body: bytes) -> tuple[DialogRequest | None, Refusal | None]:
@@ -50,7 +55,6 @@ class ChatConsumer(StompConsumer):
     async def connect(self) -> None:
         self.user_id = None  # the user this connection holds (its latest)
         self.dialog_id: str | None = None  # its current or latest dialog
-        self.dialog_group: str | None = None  # the group it belongs to while a dialog runs
         self.confirm_timer: asyncio.Task | None = None
         self.start_bucket = TokenBucket(*settings.RANDOMCHAT_RATE_START)
         self.message_bucket = TokenBucket(*settings.RANDOMCHAT_RATE_MESSAGE)
@@ -74,8 +78,6 @@ class ChatConsumer(StompConsumer):
         except Exception:
             # The process's heartbeat loop releases the user once the database is back.
             logger.exception("event=leave_failed session=%s", self.session_id)
-        if self.dialog_id is not None:
-            await self.channel_layer.group_discard(events.chat_group(self.dialog_id), self.channel_name)
 
     # Destinations
 
@@ -101,11 +103,15 @@ class ChatConsumer(StompConsumer):
             await self.check_rate(self.message_bucket)
             if invalid is not None:
                 raise invalid
-            notice = await call(message_create, request=request, held_user=self.user_id)
+            draft = message_draft(request, self.user_id)
+            try:
+                notices = await MESSAGES.submit(draft)
+            except DATABASE_UNAVAILABLE as exc:
+                raise database_down("messages_store", exc) from None
         except Refusal as refusal:
             await self.refuse(events.MESSAGE_REFUSED, refusal, request)
             return
-        await send_notices(self.channel_layer, [notice])
+        await self.notify(notices)
 
     async def send_stop(self, frame: Frame) -> None:
         request, invalid = parse_or_refusal(frame.body)  # any body cancels waiting
@@ -121,7 +127,7 @@ class ChatConsumer(StompConsumer):
         except Refusal as refusal:
             await self.refuse(events.STOP_REFUSED, refusal, request)
             return
-        await send_notices(self.channel_layer, notices)
+        await self.notify(notices)
 
     # Channel-layer events
 
@@ -138,22 +144,9 @@ class ChatConsumer(StompConsumer):
         elif chat is not None and chat != self.dialog_id:
             return
         await self.deliver(event)
-        if code == events.PAIRED:
-            self.dialog_group = events.chat_group(chat)
         metrics.EVENTS_DELIVERED.labels(code).inc()
         if code == events.MESSAGE:
             metrics.MESSAGES_DELIVERED.inc()
-        if code == events.LEFT and chat is not None:
-            self.dialog_group = None
-            await with_retry(self.channel_layer.group_discard, events.chat_group(chat), self.channel_name)
-
-    async def layer_reconnected(self, event: dict) -> None:
-        """Redis is back, maybe restarted empty: join the current dialog's group again."""
-        if self.dialog_group is not None:
-            try:
-                await with_retry(self.channel_layer.group_add, self.dialog_group, self.channel_name)
-            except Exception:
-                logger.warning("event=group_rejoin_failed session=%s", self.session_id)
 
     async def pair_offer(self, event: dict) -> None:
         await self.pool_step(
@@ -192,8 +185,8 @@ class ChatConsumer(StompConsumer):
     async def ensure_process(self):
         try:
             return await current_process()
-        except DATABASE_UNAVAILABLE:
-            raise Refusal("unavailable", "The service is briefly unavailable; try again shortly") from None
+        except DATABASE_UNAVAILABLE as exc:
+            raise database_down("process_register", exc) from None
 
     async def check_rate(self, bucket: TokenBucket) -> None:
         """Refuse over the limit; close a connection that keeps pushing past it."""
@@ -205,13 +198,18 @@ class ChatConsumer(StompConsumer):
             await self.reject(f"Rate limit exceeded {self.rate_refusals} times in a row", kind="rate_limited")
         raise Refusal("rate_limited", "Too many requests; slow down")
 
+    async def notify(self, notices: list[Notice]) -> None:
+        """Send notices after their transaction: this connection's own at once, without a
+        round trip through the channel layer; the others' through it."""
+        for notice in notices:
+            if notice.channel == self.channel_name:
+                await self.dispatch(notice.message)
+            else:
+                await with_retry(self.channel_layer.send, notice.channel, notice.message)
+
     async def apply(self, result: pool.PoolResult) -> None:
-        """Join the new dialog's group, send the notices, and time any claim this user made."""
-        if result.dialog_id is not None:
-            group = events.chat_group(result.dialog_id)
-            for member in result.group_members:
-                await with_retry(self.channel_layer.group_add, group, member)
-        await send_notices(self.channel_layer, result.notices)
+        """Send the notices, and time any claim this user made."""
+        await self.notify(result.notices)
         for notice in result.notices:
             if notice.message["type"] == "pair.offer" and notice.message["claimant"] == str(self.user_id):
                 self._start_confirm_timer()

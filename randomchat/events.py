@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass
 
 PAIRED = 10
@@ -29,21 +28,18 @@ def event_body(code: int, *, chat=None, sender=None, service=None, content=None)
         return json.dumps(event, separators=(",", ":")).encode()
 
 
-def chat_group(chat) -> str:
-    """The group of a dialog, from its id as a UUID or as a string in any UUID spelling."""
-    return f"chat.{uuid.UUID(str(chat)).hex}"
-
-
 @dataclass(frozen=True)
 class Notice:
-    """A channel-layer message a service asks to send once its transaction committed.
+    """A channel-layer message a service asks to send, once its transaction committed, to
+    one connection's channel.
 
-    Exactly one of `channel` and `group` is set.
+    Dialog events go to each participant's channel, named in the database, rather than to a
+    group: channels-redis keeps group membership in Redis, and a Redis restarted empty would
+    silently drop every event sent to a group until its members joined again.
     """
 
+    channel: str
     message: dict
-    channel: str | None = None
-    group: str | None = None
 
 
 def chat_event(code: int, chat=None, *, sender=None, service=None, content=None) -> dict:

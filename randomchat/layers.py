@@ -2,8 +2,8 @@
 
 channels-redis lets a connection error escape `receive()`, which kills the consumer (daphne
 closes the WebSocket with 1011 and `disconnect()` never runs). Here `receive()` waits for
-Redis instead, and once it answers again hands the consumer a `layer.reconnected` message:
-Redis may have restarted empty, so the consumer joins its dialog's group again.
+Redis instead. Nothing needs rebuilding once it is back, even if it restarted empty: events
+are sent to connections' own channels, never to groups kept in Redis.
 """
 
 from __future__ import annotations
@@ -17,21 +17,15 @@ from .notify import LAYER_UNAVAILABLE
 
 logger = logging.getLogger(__name__)
 
-RECONNECTED = {"type": "layer.reconnected"}
-
 
 class RedisChannelLayer(BaseRedisChannelLayer):
     async def receive(self, channel):
         delay = 0.1
-        failed = False
         while True:
             try:
-                if failed:
-                    await self.send(channel, RECONNECTED)  # succeeds once Redis answers again
                 return await super().receive(channel)
             except LAYER_UNAVAILABLE as exc:
-                if not failed:
+                if delay == 0.1:
                     logger.warning("event=layer_unavailable channel=%s error=%s", channel, type(exc).__name__)
-                failed = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)

@@ -39,10 +39,7 @@ async def with_retry(operation, *args):
 
 async def send_notices(layer, notices: list[Notice]) -> None:
     for notice in notices:
-        if notice.channel is not None:
-            await with_retry(layer.send, notice.channel, notice.message)
-        else:
-            await with_retry(layer.group_send, notice.group, notice.message)
+        await with_retry(layer.send, notice.channel, notice.message)
 
 
 def send_notices_sync(notices: list[Notice]) -> None:

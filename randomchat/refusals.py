@@ -1,5 +1,9 @@
 """Refusal: an action the chat declines, reported to the requester as an x1 event."""
 
+from django.db import InterfaceError, OperationalError
+
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+
 
 class Refusal(Exception):
     """Carries the error object of events 11/21/31: a slug, a human detail, maybe a field."""
@@ -15,3 +19,8 @@ class Refusal(Exception):
         if self.field is not None:
             error["field"] = self.field
         return error
+
+
+def unavailable() -> Refusal:
+    """What an action gets while the database is down: the connection stays open."""
+    return Refusal("unavailable", "The service is briefly unavailable; try again shortly")

@@ -6,7 +6,6 @@ from matching.models import PoolUser
 from tests.commands.factories import (
     ago,
     assert_nothing_on,
-    join_dialog_group,
     make_dialog,
     make_user,
     new_channel,
@@ -123,8 +122,6 @@ def test_end_selected_dialogs__ends_them_and_tells_both_participants(admin_clien
     users = [make_user(status=Status.PAIRED, channel=c) for c in channels]
     ending = make_dialog(users[0], users[1], messages=1)
     untouched = make_dialog(users[2], users[3])
-    join_dialog_group(ending, channels[0], channels[1])
-    join_dialog_group(untouched, channels[2], channels[3])
     already = make_dialog(ended_at=ago(60))
 
     response = admin_client.post(

@@ -192,9 +192,6 @@ async def test_no_event_of_an_ended_dialog_after_the_next_pairing(chat, layer):
     channel = await channel_of(new_a["senderUUID"])
     for code, extra in ((events.MESSAGE, {"content": "late"}), (events.LEFT, {"service": {"reason": "timeout"}})):
         await layer.send(channel, events.chat_event(code, old_a["chatUUID"], sender=old_b["senderUUID"], **extra))
-    await layer.group_send(events.chat_group(old_a["chatUUID"]),
-                           events.chat_event(events.MESSAGE, old_a["chatUUID"], sender=old_b["senderUUID"],
-                                             content="late, to the old group"))
     await a.nothing(0.5)
     # The current dialog still flows.
     await c.message(new_c["chatUUID"], new_c["senderUUID"], "now")

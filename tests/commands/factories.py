@@ -15,7 +15,6 @@ from django.utils import timezone
 from dialogs.models import Dialog, Message
 from matching.models import PoolUser, ServerProcess
 from matching.processes import HOSTNAME
-from randomchat import events
 
 _serial = itertools.count()
 
@@ -71,12 +70,6 @@ def make_dialog(
 
 def new_channel() -> str:
     return async_to_sync(get_channel_layer().new_channel)()
-
-
-def join_dialog_group(dialog: Dialog, *channels: str) -> None:
-    """What the consumers do when a pair is made."""
-    for channel in channels:
-        async_to_sync(get_channel_layer().group_add)(events.chat_group(dialog.pk), channel)
 
 
 def receive(channel: str, timeout: float = 2.0) -> dict:

@@ -11,7 +11,6 @@ from matching.processes import HOSTNAME
 from .factories import (
     ago,
     assert_nothing_on,
-    join_dialog_group,
     live_process,
     make_dialog,
     make_user,
@@ -42,7 +41,6 @@ def dead_process_world(dead: ServerProcess):
     leaver = make_user(process=dead, status=Status.PAIRED, channel=new_channel())
     partner = make_user(process=alive, status=Status.PAIRED, channel=new_channel())
     dialog = make_dialog(leaver, partner)
-    join_dialog_group(dialog, leaver.channel_name, partner.channel_name)
     return alive, waiting, leaver, partner, dialog
 
 

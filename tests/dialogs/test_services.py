@@ -9,7 +9,14 @@ import pytest
 from django.test import override_settings
 
 from dialogs.models import Dialog, Message
-from dialogs.services import DialogRequest, dialog_end, dialog_stop, message_create, parse_dialog_request
+from dialogs.services import (
+    DialogRequest,
+    dialog_end,
+    dialog_stop,
+    message_draft,
+    messages_store,
+    parse_dialog_request,
+)
 from matching import services as pool
 from matching.models import PoolUser
 from randomchat import events
@@ -59,6 +66,14 @@ def body_of(notice: events.Notice) -> dict:
     return json.loads(notice.message["body"])
 
 
+def message_create(*, request: DialogRequest, held_user) -> list[events.Notice]:
+    """One /message as the consumer stores it: checked, then written as a batch of one."""
+    [result] = messages_store([message_draft(request, held_user)])
+    if isinstance(result, Refusal):
+        raise result
+    return result
+
+
 # parse_dialog_request
 
 
@@ -80,11 +95,13 @@ def test_parse_dialog_request__invalid_json(raw):
 
 def test_message_create__stores_and_notifies_both(dialog):
     a, b, d = dialog
-    notice = message_create(request=req(d.pk, a, "hello"), held_user=a)
+    notices = message_create(request=req(d.pk, a, "hello"), held_user=a)
     stored = Message.objects.get()
     assert (stored.dialog_id, stored.author_id, stored.content) == (d.pk, a, "hello")
     assert stored.created_at is not None
-    assert notice.group == events.chat_group(d.pk) and notice.channel is None
+    assert [n.channel for n in notices] == ["chan.a", "chan.b"]
+    notice = notices[0]
+    assert notices[1].message is notice.message
     assert notice.message["chat"] == str(d.pk) and notice.message["code"] == 20
     assert body_of(notice) == {"chatUUID": str(d.pk), "senderUUID": str(a), "eventCode": 20,
                                "serviceContent": None, "content": "hello"}
@@ -203,17 +220,38 @@ def test_message_create__old_user_of_the_connection_cannot_speak(dialog):
     assert refused(message_create, req(d.pk, a, "hi"), new_a).slug == "not_participant"
 
 
+def test_messages_store__one_transaction_for_many_dialogs_each_draft_its_own_result(dialog):
+    a, b, d = dialog
+    c, e, other = pair("chan.c", "chan.e")
+    dialog_stop(request=req(other.pk, e), held_user=e)
+    drafts = [
+        message_draft(req(d.pk, a, "one"), a),
+        message_draft(req(d.pk, b, "I am a"), a),  # not b's connection
+        message_draft(req(other.pk, c, "late"), c),  # that dialog has ended
+        message_draft(req(uuid.uuid4(), a, "where"), a),
+        message_draft(req(d.pk, b, "two"), b),
+    ]
+    results = messages_store(drafts)
+    assert [r.slug if isinstance(r, Refusal) else body_of(r[0])["content"] for r in results] == [
+        "one", "not_participant", "dialog_ended", "unknown_chat", "two"
+    ]
+    assert list(Message.objects.order_by("created_at", "id").values_list("author", "content")) == [
+        (a, "one"), (b, "two")
+    ]
+
+
 # dialog_stop
 
 
 def test_dialog_stop__ends_the_dialog_for_both(dialog):
     a, b, d = dialog
-    [notice] = dialog_stop(request=req(d.pk, a), held_user=a)
+    notices = dialog_stop(request=req(d.pk, a), held_user=a)
+    assert [n.channel for n in notices] == ["chan.a", "chan.b"]
+    notice = notices[0]
     d.refresh_from_db()
     assert (d.status, d.end_reason, d.ended_by_id) == (Dialog.Status.ENDED, "stop", a)
     assert d.ended_at is not None and d.ended_at >= d.started_at
     assert PoolUser.objects.get(pk=a).status == PoolUser.objects.get(pk=b).status == Status.ENDED
-    assert notice.group == events.chat_group(d.pk)
     assert body_of(notice) == {"chatUUID": str(d.pk), "senderUUID": str(a), "eventCode": 30,
                                "serviceContent": {"reason": "stop"}, "content": None}
 
@@ -256,7 +294,7 @@ def test_dialog_stop__without_chat_uuid_while_in_a_dialog(dialog):
 @pytest.mark.parametrize("reason", ["timeout", "admin", "disconnect"])
 def test_dialog_end__records_how_and_who(dialog, reason):
     a, b, d = dialog
-    [notice] = dialog_end(dialog_id=d.pk, reason=reason)
+    notice, _ = dialog_end(dialog_id=d.pk, reason=reason)
     d.refresh_from_db()
     assert (d.status, d.end_reason, d.ended_by_id) == (Dialog.Status.ENDED, reason, None)
     assert body_of(notice)["serviceContent"] == {"reason": reason} and body_of(notice)["senderUUID"] is None

@@ -11,6 +11,13 @@ from .conftest import pair
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
+
+@pytest.fixture(autouse=True)
+def no_message_rate_limit(settings):
+    """Each client sends 36 messages as fast as the server answers, more than the default
+    burst. Rate limits have their own tests; here every message must reach the database."""
+    settings.RANDOMCHAT_RATE_MESSAGE = (1000.0, 1000.0)
+
 DIALOGS = 8
 ROUNDS = 12
 

@@ -171,4 +171,4 @@ def test_leave_while_the_claim_is_being_confirmed_ends_the_new_dialog():
     dialog = Dialog.objects.get()
     assert result.dialog_id == dialog.pk
     assert (dialog.status, dialog.end_reason, dialog.ended_by_id) == ("ended", "disconnect", claimed.pk)
-    assert [n.group for n in result.notices] == [f"chat.{dialog.pk.hex}"]
+    assert sorted(n.channel for n in result.notices) == ["chan.claimant", "chan.claimed"]

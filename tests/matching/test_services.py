@@ -151,7 +151,6 @@ def test_pair_confirm__creates_the_dialog_and_tells_both():
     dialog = Dialog.objects.get()
     assert result.dialog_id == dialog.pk
     assert (dialog.first_id, dialog.second_id, dialog.status, dialog.language) == (a, b, Dialog.Status.ACTIVE, "en")
-    assert sorted(result.group_members) == ["chan.a", "chan.b"]
     for pk in (a, b):
         assert user(pk).status == Status.PAIRED and user(pk).paired_at == dialog.started_at
     by_channel = {n.channel: event_of(n) for n in result.notices}
@@ -344,8 +343,9 @@ def test_pool_leave__in_a_dialog_ends_it(reason):
     assert dialog.ended_at is not None
     assert user(a).status == Status.ENDED and user(b).status == Status.ENDED
     assert result.dialog_id == dialog.pk
-    [notice] = result.notices
-    assert notice.group == events.chat_group(dialog.pk)
+    assert [n.channel for n in result.notices] == ["chan.a", "chan.b"]
+    notice = result.notices[0]
+    assert result.notices[1].message is notice.message
     assert event_of(notice) == {"chatUUID": str(dialog.pk), "senderUUID": str(b), "eventCode": 30,
                                 "serviceContent": {"reason": reason}, "content": None}
 
@@ -409,7 +409,9 @@ def test_pool_release__ends_dialogs_and_leaves_the_pool():
     dialog.refresh_from_db()
     assert dialog.status == Dialog.Status.ENDED and dialog.ended_by_id == a
     assert user(w).status == Status.GONE
-    assert [event_of(n)["serviceContent"] for n in notices] == [{"reason": "disconnect"}]
+    assert [(n.channel, event_of(n)["serviceContent"]) for n in notices] == [
+        ("chan.a", {"reason": "disconnect"}), ("chan.b", {"reason": "disconnect"})
+    ]
 
 
 # Invariants over a longer run

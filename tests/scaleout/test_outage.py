@@ -117,18 +117,6 @@ async def test_redis_restart_under_load_service_recovers(cluster, redis_guard, t
         await close_all(chatter.clients + others)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "server bug: messages accepted while Redis is down, and in the seconds after it is back, "
-        "are stored but never delivered: notify.with_retry sends their 20 (group_send) as soon as "
-        "Redis answers, but a Redis restarted empty has no dialog groups until each consumer's "
-        "receive loop reconnects and layer_reconnected rejoins (backoff up to 2 s), so the 20 "
-        "goes to an empty group and is dropped; nothing replays it. Measured: 77-133 of ~360 "
-        "stored messages reached neither participant, sent from -0.2 s to +7 s around the stop "
-        "(Redis answered again at +4 s)"
-    ),
-)
 @pytest.mark.timeout(180)
 async def test_redis_restart_under_load_connections_and_dialogs_survive(cluster, redis_guard, timings):
     """Connections stay open, dialogs begun before the restart still deliver, nothing accepted is lost."""
