@@ -52,7 +52,10 @@ def _drop_if_slow(protocol) -> None:
 
 
 def install() -> None:
-    """Wrap daphne's send and periodic timeout check; idempotent."""
+    """Wrap daphne's send and periodic timeout check, and pace what it reads; idempotent."""
+    from . import inbound
+
+    inbound.install()
     try:
         from daphne.ws_protocol import WebSocketProtocol
     except ImportError:  # not running under daphne

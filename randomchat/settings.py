@@ -213,6 +213,25 @@ RANDOMCHAT_RATE_MESSAGE = (
     float(os.environ.get("RANDOMCHAT_RATE_MESSAGE_BURST", "30")),
 )
 RANDOMCHAT_RATE_ABUSE_LIMIT = env_int("RANDOMCHAT_RATE_ABUSE_LIMIT", 50)
+# Every STOMP frame a connection sends, heart-beats included: (per second, burst). The frame
+# that finds the bucket empty closes the connection with ERROR. The inbound pacing below
+# slows a client down long before that, so only sustained abuse reaches it.
+RANDOMCHAT_RATE_FRAME = (
+    float(os.environ.get("RANDOMCHAT_RATE_FRAME_PER_S", "20")),
+    float(os.environ.get("RANDOMCHAT_RATE_FRAME_BURST", "200")),
+)
+# Inbound pacing (randomchat/inbound.py): a connection past its budget of WebSocket frames
+# or bytes, (per second, burst), or with this many messages waiting for the application,
+# is not read until the budget refills or the queue drains; nothing is dropped.
+RANDOMCHAT_INBOUND_FRAMES = (
+    float(os.environ.get("RANDOMCHAT_INBOUND_FRAMES_PER_S", "50")),
+    float(os.environ.get("RANDOMCHAT_INBOUND_FRAMES_BURST", "100")),
+)
+RANDOMCHAT_INBOUND_BYTES = (
+    float(os.environ.get("RANDOMCHAT_INBOUND_BYTES_PER_S", str(256 * 1024))),
+    float(os.environ.get("RANDOMCHAT_INBOUND_BYTES_BURST", str(1024 * 1024))),
+)
+RANDOMCHAT_INBOUND_QUEUE = env_int("RANDOMCHAT_INBOUND_QUEUE", 32)
 # How long a notice is retried while the channel layer (Redis) is unavailable.
 RANDOMCHAT_LAYER_RETRY_SECONDS = float(os.environ.get("RANDOMCHAT_LAYER_RETRY_SECONDS", "15"))
 # Pause before a pairing step that failed on an unavailable database is tried again (s).

@@ -17,6 +17,7 @@ from django.conf import settings
 
 from . import __version__
 from .metrics import REJECTED_FRAMES
+from .ratelimit import TokenBucket
 from .stomp import HEARTBEAT, Frame, FrameError, FrameParser, FrameTooLarge, encode_frame
 from .stomp import frames as f
 
@@ -85,6 +86,7 @@ class StompConsumer(AsyncWebsocketConsumer):
 
     destinations: dict[str, str] = {}
     event_destination = ""
+    frame_bucket: TokenBucket | None = None  # made at the first frame (RANDOMCHAT_RATE_FRAME)
 
     async def connect(self) -> None:
         self.session_id = uuid.uuid4().hex
@@ -131,7 +133,7 @@ class StompConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.closing:
             return
-        self.last_inbound = asyncio.get_running_loop().time()
+        self.last_inbound = now = asyncio.get_running_loop().time()
         data = text_data.encode() if text_data is not None else bytes_data or b""
         pos, size = 0, len(data)
         while pos < size:
@@ -158,11 +160,27 @@ class StompConsumer(AsyncWebsocketConsumer):
                 return
             pos = end
             for item in items:
+                if not self._take_frame(now):
+                    await self.reject_frame_rate()
+                    return
                 if item is HEARTBEAT:
                     continue
                 await self._handle(item)
                 if self.closing:
                     return
+
+    def _take_frame(self, now: float) -> bool:
+        """One token of the connection's frame budget (heart-beats included), if any is left."""
+        if self.frame_bucket is None:
+            self.frame_bucket = TokenBucket(*settings.RANDOMCHAT_RATE_FRAME)
+        return self.frame_bucket.take(now)
+
+    async def reject_frame_rate(self) -> None:
+        rate, burst = settings.RANDOMCHAT_RATE_FRAME
+        await self.reject(
+            f"Frame rate limit exceeded (more than {burst:g} frames at once or {rate:g} per second)",
+            kind="frame_rate_limited",
+        )
 
     async def _handle(self, item: Frame) -> None:
         try:

@@ -74,6 +74,13 @@ def test_slow_reader_closed__partner_gets_disconnect():
         "RANDOMCHAT_SLOW_READER_BYTES": str(256 * 1024),
         "RANDOMCHAT_RATE_MESSAGE_PER_S": "100000",
         "RANDOMCHAT_RATE_MESSAGE_BURST": "100000",
+        # The fast client sends thousands of frames as fast as it can: not what this tests.
+        "RANDOMCHAT_RATE_FRAME_PER_S": "100000",
+        "RANDOMCHAT_RATE_FRAME_BURST": "100000",
+        "RANDOMCHAT_INBOUND_FRAMES_PER_S": "100000",
+        "RANDOMCHAT_INBOUND_FRAMES_BURST": "100000",
+        "RANDOMCHAT_INBOUND_BYTES_PER_S": str(1 << 30),
+        "RANDOMCHAT_INBOUND_BYTES_BURST": str(1 << 30),
     }
     with DaphneServer(env=env) as server:
         sent, event = asyncio.run(flood_until_partner_leaves(server.ws_url))
