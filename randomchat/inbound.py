@@ -39,6 +39,8 @@ class Budget:
 class Pacer:
     """One connection's inbound budgets, and whether its transport is paused for them."""
 
+    __slots__ = ("protocol", "call_later", "frames", "bytes", "queue_limit", "paused", "pauses")
+
     def __init__(self, protocol, now: float, call_later) -> None:
         self.protocol = protocol
         self.call_later = call_later
