@@ -77,6 +77,12 @@ RAISED_RATE_LIMITS = {
     "RANDOMCHAT_RATE_START_BURST": "100000",
     "RANDOMCHAT_RATE_MESSAGE_PER_S": "100000",
     "RANDOMCHAT_RATE_MESSAGE_BURST": "100000",
+    # Every frame's limit and the inbound pacing (f7f2df3): a load generator's connection
+    # sends far more frames per second than a person.
+    "RANDOMCHAT_RATE_FRAME_PER_S": "100000",
+    "RANDOMCHAT_RATE_FRAME_BURST": "100000",
+    "RANDOMCHAT_INBOUND_FRAMES_PER_S": "100000",
+    "RANDOMCHAT_INBOUND_FRAMES_BURST": "100000",
 }
 
 _children: set[subprocess.Popen] = set()
