@@ -182,10 +182,11 @@ def test_random_frames_never_crash_and_stay_consistent(caplog):
                               deadline=None, suppress_health_check=list(HealthCheck)),
         )
     finally:
-        pending = asyncio.all_tasks(loop)  # the process heartbeat loop
+        pending = asyncio.all_tasks(loop)  # the process heartbeat loop, if a /start registered it
         for task in pending:
             task.cancel()
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        if pending:  # gather() of nothing would make a future on another loop
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.close()
     crashes = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not crashes, [r.getMessage() for r in crashes[:3]]
