@@ -15,6 +15,8 @@ import time
 
 from django.conf import settings
 
+from .daphne_hooks import websocket_protocol_to_wrap
+
 logger = logging.getLogger(__name__)
 
 
@@ -56,11 +58,8 @@ def install() -> None:
     from . import inbound
 
     inbound.install()
-    try:
-        from daphne.ws_protocol import WebSocketProtocol
-    except ImportError:  # not running under daphne
-        return
-    if getattr(WebSocketProtocol, "_randomchat_backpressure", False):
+    WebSocketProtocol = websocket_protocol_to_wrap("_randomchat_backpressure")
+    if WebSocketProtocol is None:
         return
     server_send = WebSocketProtocol.serverSend
     check_timeouts = WebSocketProtocol.check_timeouts
@@ -75,4 +74,3 @@ def install() -> None:
 
     WebSocketProtocol.serverSend = serverSend
     WebSocketProtocol.check_timeouts = check_timeouts_and_backlog
-    WebSocketProtocol._randomchat_backpressure = True

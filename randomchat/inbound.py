@@ -17,6 +17,8 @@ import time
 
 from django.conf import settings
 
+from .daphne_hooks import websocket_protocol_to_wrap
+
 # How often a connection paused for its queue looks again (s).
 QUEUE_POLL = 0.05
 
@@ -95,11 +97,8 @@ def pacer_of(protocol) -> Pacer:
 
 def install() -> None:
     """Wrap daphne's WebSocket protocol; idempotent."""
-    try:
-        from daphne.ws_protocol import WebSocketProtocol
-    except ImportError:  # not running under daphne
-        return
-    if getattr(WebSocketProtocol, "_randomchat_inbound", False):
+    WebSocketProtocol = websocket_protocol_to_wrap("_randomchat_inbound")
+    if WebSocketProtocol is None:
         return
     process_data = WebSocketProtocol.processData
     on_frame_end = WebSocketProtocol.onFrameEnd
@@ -130,4 +129,3 @@ def install() -> None:
     WebSocketProtocol.processData = processData
     WebSocketProtocol.onFrameEnd = onFrameEnd
     WebSocketProtocol.onMessage = onMessage
-    WebSocketProtocol._randomchat_inbound = True

@@ -25,6 +25,14 @@ def env_int(name: str, default: int) -> int:
     return default if value in (None, "") else int(value)
 
 
+def env_rate(name: str, per_second: float, burst: float) -> tuple[float, float]:
+    """A token bucket's (tokens per second, burst) from NAME_PER_S and NAME_BURST."""
+    return (
+        float(os.environ.get(f"{name}_PER_S") or per_second),
+        float(os.environ.get(f"{name}_BURST") or burst),
+    )
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     value = os.environ.get(name)
     if value is None:
@@ -204,33 +212,18 @@ RANDOMCHAT_PROCESS_TIMEOUT = float(os.environ.get("RANDOMCHAT_PROCESS_TIMEOUT", 
 # Per-connection rate limits (token buckets keyed on the connection, never on a client field):
 # (tokens per second, burst). Past the limit an action gets its x1 event `rate_limited`;
 # RANDOMCHAT_RATE_ABUSE_LIMIT refusals in a row close the connection with ERROR.
-RANDOMCHAT_RATE_START = (
-    float(os.environ.get("RANDOMCHAT_RATE_START_PER_S", "1")),
-    float(os.environ.get("RANDOMCHAT_RATE_START_BURST", "5")),
-)
-RANDOMCHAT_RATE_MESSAGE = (
-    float(os.environ.get("RANDOMCHAT_RATE_MESSAGE_PER_S", "10")),
-    float(os.environ.get("RANDOMCHAT_RATE_MESSAGE_BURST", "30")),
-)
+RANDOMCHAT_RATE_START = env_rate("RANDOMCHAT_RATE_START", 1, 5)
+RANDOMCHAT_RATE_MESSAGE = env_rate("RANDOMCHAT_RATE_MESSAGE", 10, 30)
 RANDOMCHAT_RATE_ABUSE_LIMIT = env_int("RANDOMCHAT_RATE_ABUSE_LIMIT", 50)
 # Every STOMP frame a connection sends, heart-beats included: (per second, burst). The frame
 # that finds the bucket empty closes the connection with ERROR. The inbound pacing below
 # slows a client down long before that, so only sustained abuse reaches it.
-RANDOMCHAT_RATE_FRAME = (
-    float(os.environ.get("RANDOMCHAT_RATE_FRAME_PER_S", "20")),
-    float(os.environ.get("RANDOMCHAT_RATE_FRAME_BURST", "200")),
-)
+RANDOMCHAT_RATE_FRAME = env_rate("RANDOMCHAT_RATE_FRAME", 20, 200)
 # Inbound pacing (randomchat/inbound.py): a connection past its budget of WebSocket frames
 # or bytes, (per second, burst), or with this many messages waiting for the application,
 # is not read until the budget refills or the queue drains; nothing is dropped.
-RANDOMCHAT_INBOUND_FRAMES = (
-    float(os.environ.get("RANDOMCHAT_INBOUND_FRAMES_PER_S", "50")),
-    float(os.environ.get("RANDOMCHAT_INBOUND_FRAMES_BURST", "100")),
-)
-RANDOMCHAT_INBOUND_BYTES = (
-    float(os.environ.get("RANDOMCHAT_INBOUND_BYTES_PER_S", str(256 * 1024))),
-    float(os.environ.get("RANDOMCHAT_INBOUND_BYTES_BURST", str(1024 * 1024))),
-)
+RANDOMCHAT_INBOUND_FRAMES = env_rate("RANDOMCHAT_INBOUND_FRAMES", 50, 100)
+RANDOMCHAT_INBOUND_BYTES = env_rate("RANDOMCHAT_INBOUND_BYTES", 256 * 1024, 1024 * 1024)
 RANDOMCHAT_INBOUND_QUEUE = env_int("RANDOMCHAT_INBOUND_QUEUE", 32)
 # How long a notice is retried while the channel layer (Redis) is unavailable.
 RANDOMCHAT_LAYER_RETRY_SECONDS = float(os.environ.get("RANDOMCHAT_LAYER_RETRY_SECONDS", "15"))
