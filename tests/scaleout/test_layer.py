@@ -1,0 +1,176 @@
+"""randomchat.layers.RedisChannelLayer: local channels skip Redis; others still go through it.
+
+Two layer instances on the test's Redis stand for two processes (each has its own client
+prefix and local consumers, as a daphne has).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from channels.exceptions import ChannelFull
+from django.conf import settings
+
+from randomchat.layers import RedisChannelLayer
+from randomchat.notify import with_retry
+
+from . import services
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def make_layer(**config) -> RedisChannelLayer:
+    return RedisChannelLayer(**{**settings.CHANNEL_LAYERS["default"]["CONFIG"], **config})
+
+
+@pytest.fixture
+async def layers(services_ready):
+    """Two layers on the test's Redis, as two processes would have."""
+    made = [make_layer() for _ in range(2)]
+    yield made
+    for layer in made:
+        await layer.flush()
+        await layer.close_pools()
+
+
+async def consumer(layer, channel) -> asyncio.Task:
+    """A receive() waiting, as a consumer's is between messages."""
+    receiving = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0.1)
+    return receiving
+
+
+async def stop(receiving: asyncio.Task) -> None:
+    """What channels does when a consumer stops: cancel its receive."""
+    receiving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await receiving
+
+
+async def redis_keys(layer) -> list:
+    """This layer's keys (the daphnes of other tests leave theirs to expire)."""
+    async with layer.connection(0) as connection:
+        return await connection.keys(f"{layer.prefix}*{layer.client_prefix}*")
+
+
+async def test_local_send__never_touches_redis_and_keeps_order(layers, monkeypatch):
+    local, _ = layers
+    channel = await local.new_channel()
+    receiving = await consumer(local, channel)
+
+    async def through_redis(*args):
+        raise AssertionError("a local message went to Redis")
+
+    monkeypatch.setattr(local, "send_to_redis", through_redis)
+    await local.send(channel, {"type": "chat.event", "n": 1})
+    assert (await asyncio.wait_for(receiving, 5))["n"] == 1
+    for n in range(2, 12):  # sent while the consumer is busy: queued locally, in order
+        await local.send(channel, {"type": "chat.event", "n": n})
+    assert [(await local.receive(channel))["n"] for _ in range(10)] == list(range(2, 12))
+    assert await redis_keys(local) == []
+    await stop(asyncio.ensure_future(local.receive(channel)))
+
+
+async def test_send_from_another_process__reaches_the_consumer_through_redis_in_order(layers):
+    local, remote = layers
+    channel = await local.new_channel()
+    receiving = await consumer(local, channel)
+    await remote.send(channel, {"type": "chat.event", "n": 0})
+    assert (await asyncio.wait_for(receiving, 5))["n"] == 0
+    # More than one read takes (receive_batch), sent while the consumer is busy.
+    for n in range(1, 251):
+        await remote.send(channel, {"type": "chat.event", "n": n})
+    got = [(await asyncio.wait_for(local.receive(channel), 5))["n"] for _ in range(250)]
+    assert got == list(range(1, 251))
+    await stop(asyncio.ensure_future(local.receive(channel)))
+
+
+async def test_stopped_consumer__is_not_local_any_more(layers):
+    # Its messages then expire in Redis instead of waiting in this process forever.
+    local, _ = layers
+    channel = await local.new_channel()
+    receiving = await consumer(local, channel)
+    reader = local.loops[asyncio.get_running_loop()].reader
+    await stop(receiving)
+    assert local.loops == {}
+    await asyncio.wait([reader], timeout=1)
+    assert reader.cancelled()  # no consumer left on this loop: nothing to read
+    await local.send(channel, {"type": "chat.event", "n": 1})
+    assert await redis_keys(local) != []
+
+
+async def test_consumer_that_stopped_without_cancelling__is_forgotten(layers):
+    # channels leaves a receive that had already returned when its consumer stopped.
+    local, _ = layers
+    local.stale_after, local.block_seconds = 0.2, 1
+    channel, other = await local.new_channel(), await local.new_channel()
+    await local.send(channel, {"type": "chat.event"})  # not local yet: through Redis
+    receiving = await consumer(local, channel)
+    assert (await asyncio.wait_for(receiving, 5))["type"] == "chat.event"
+    waiting = await consumer(local, other)  # waits all along: never forgotten
+    await asyncio.sleep(2.5)
+    assert list(local.loops[asyncio.get_running_loop()].mailboxes) == [other]
+    await stop(waiting)
+
+
+async def test_sender__may_reuse_its_message(layers):
+    local, remote = layers
+    channel = await local.new_channel()
+    for sender in (local, remote):
+        receiving = await consumer(local, channel)
+        message = {"type": "chat.event", "n": 1}
+        await sender.send(channel, message)
+        message["n"] = 2
+        assert (await asyncio.wait_for(receiving, 5))["n"] == 1
+    await stop(asyncio.ensure_future(local.receive(channel)))
+
+
+async def test_channel_full__at_capacity(services_ready):
+    local, remote = make_layer(capacity=3), make_layer(capacity=3)
+    try:
+        # A local consumer that is busy: its mailbox holds `capacity` messages.
+        channel = await local.new_channel()
+        receiving = await consumer(local, channel)
+        await local.send(channel, {"type": "chat.event", "n": 0})
+        await asyncio.wait_for(receiving, 5)
+        for n in range(3):
+            await local.send(channel, {"type": "chat.event", "n": n})
+        with pytest.raises(ChannelFull):
+            await local.send(channel, {"type": "chat.event", "n": 3})
+        # Another process's channel: `capacity` messages wait in Redis.
+        theirs = await remote.new_channel()
+        for n in range(3):
+            await local.send(theirs, {"type": "chat.event", "n": n})
+        with pytest.raises(ChannelFull):
+            await local.send(theirs, {"type": "chat.event", "n": 3})
+        await stop(asyncio.ensure_future(local.receive(channel)))
+    finally:
+        for layer in (local, remote):
+            await layer.flush()
+            await layer.close_pools()
+
+
+async def test_healthz_channel__goes_through_redis(layers):
+    local, _ = layers
+    channel = await local.new_channel("healthz.")
+    await local.send(channel, {"type": "healthz.ping"})
+    assert await redis_keys(local) != []
+    assert (await asyncio.wait_for(local.receive(channel), 5))["type"] == "healthz.ping"
+    assert local.loops == {}
+
+
+async def test_receive_waiting_while_redis_restarts__gets_messages_afterwards(layers, redis_guard):
+    local, remote = layers
+    channel = await local.new_channel()
+    receiving = await consumer(local, channel)
+    await asyncio.to_thread(services.redis_stop)
+    await asyncio.sleep(1)  # the reader meets the outage and retries
+    assert not receiving.done()
+    await local.send(channel, {"type": "chat.event", "n": 1})  # local: needs no Redis
+    assert (await asyncio.wait_for(receiving, 5))["n"] == 1
+    receiving = asyncio.ensure_future(local.receive(channel))
+    await asyncio.to_thread(services.redis_start)
+    await with_retry(remote.send, channel, {"type": "chat.event", "n": 2})
+    assert (await asyncio.wait_for(receiving, 10))["n"] == 2
+    await stop(asyncio.ensure_future(local.receive(channel)))
