@@ -26,15 +26,15 @@ message may have been refused. The server's rate limits are raised (RANDOMCHAT_R
 one message in flight per dialog is far above 10 per second per connection.
 
 --scale: the same clients (2 client processes) against (a) 1 daphne on SQLite + the
-in-memory layer, (b) 2 daphnes on one PostgreSQL database + Redis (RedisChannelLayer),
+in-memory layer, (b) 2 daphnes on one PostgreSQL database + Redis (randomchat.layers.RedisChannelLayer),
 dialogs spread so that half of them have their two users on different processes, and
 (c) 1 daphne on PostgreSQL + Redis, to tell the cost of the backends from the gain of the
 second process; and (b) with bench/proposed_asgi.py. PostgreSQL and Redis are a private
 cluster and redis-server that the harness starts (see bench/harness.py). Then the channel
-layers alone, in one process: send/receive and group_send throughput of
-InMemoryChannelLayer, RedisChannelLayer and RedisPubSubChannelLayer, and whether a
-group_add made by one process for another process's channel delivers (randomchat relies
-on it).
+layers alone, in one process: send -> receive throughput and latency of
+InMemoryChannelLayer, channels-redis's RedisChannelLayer and RedisPubSubChannelLayer, and
+randomchat.layers.RedisChannelLayer, with the sender the receiving layer itself and (Redis
+layers) a second instance of it, as another process would send.
 """
 
 from __future__ import annotations
@@ -378,114 +378,87 @@ def scale_mode(args) -> None:
 
 # The channel layers alone
 
+LAYER_KINDS = {
+    "InMemoryChannelLayer": "channels.layers.InMemoryChannelLayer",
+    "RedisChannelLayer": "channels_redis.core.RedisChannelLayer",
+    "RedisPubSubChannelLayer": "channels_redis.pubsub.RedisPubSubChannelLayer",
+    "randomchat RedisChannelLayer": "randomchat.layers.RedisChannelLayer",
+}
+
 
 def make_layer(kind: str):
-    url = h.redis_url()
+    if str(h.REPO) not in sys.path:
+        sys.path.append(str(h.REPO))  # after bench/: randomchat.layers imports no `dialogs`
+    module, _, name = LAYER_KINDS[kind].rpartition(".")
+    cls = getattr(__import__(module, fromlist=[name]), name)
     if kind == "InMemoryChannelLayer":
-        from channels.layers import InMemoryChannelLayer
-
-        return InMemoryChannelLayer(capacity=100000)
-    if kind == "RedisChannelLayer":
-        from channels_redis.core import RedisChannelLayer
-
-        return RedisChannelLayer(hosts=[url], capacity=100000, expiry=30)
-    from channels_redis.pubsub import RedisPubSubChannelLayer
-
-    return RedisPubSubChannelLayer(hosts=[url])
+        return cls(capacity=100000)
+    if kind == "RedisPubSubChannelLayer":
+        return cls(hosts=[h.redis_url()])
+    return cls(hosts=[{"address": h.redis_url(), "socket_timeout": 30}], capacity=100000, expiry=30)
 
 
-async def layer_throughput(kind: str, messages: int, window: int) -> dict:
-    """send/receive and group_send throughput with `window` messages in flight."""
-    layer = make_layer(kind)
+async def layer_throughput(kind: str, messages: int, window: int, across: bool) -> dict:
+    """send -> receive on one channel, `window` messages in flight, then one at a time. The
+    sender is the receiving layer itself or (across) a second instance, as another process."""
+    receiver = make_layer(kind)
+    sender = make_layer(kind) if across else receiver
     message = {"type": "chat.event", "chat": "x" * 36, "code": 20, "body": b"y" * 200}
-    out = {}
-    # send -> receive, one channel
-    channel = await layer.new_channel()
+    channel = await receiver.new_channel()
+    # A consumer waits in receive() before anyone sends to it (pub/sub: subscribed by then).
+    first = asyncio.ensure_future(receiver.receive(channel))
+    await asyncio.sleep(0.2)
+    await sender.send(channel, message)
+    await first
     sem = asyncio.Semaphore(window)
 
-    async def receive(ch, n):
-        for _ in range(n):
-            await layer.receive(ch)
+    async def receive():
+        for _ in range(messages):
+            await receiver.receive(channel)
             sem.release()
 
-    async def sender(n, op):
-        for _ in range(n):
+    async def send():
+        for _ in range(messages):
             await sem.acquire()
-            await op()
+            await sender.send(channel, message)
 
-    await layer.send(channel, message)
-    await layer.receive(channel)
     t0 = time.perf_counter()
-    await asyncio.gather(receive(channel, messages), sender(messages, lambda: layer.send(channel, message)))
-    out["send_receive_per_s"] = messages / (time.perf_counter() - t0)
-    # one message at a time: latency
+    await asyncio.gather(receive(), send())
+    out = {"per_s": messages / (time.perf_counter() - t0)}
     lat = []
     for _ in range(min(messages, 500)):
         t = time.perf_counter()
-        await layer.send(channel, message)
-        await layer.receive(channel)
+        await sender.send(channel, message)
+        await receiver.receive(channel)
         lat.append(time.perf_counter() - t)
-    out["send_receive_p50_us"] = h.percentile(lat, 50) * 1e6
-    # group_send to a group of two channels
-    c1, c2 = await layer.new_channel(), await layer.new_channel()
-    group = "bench.group" + os.urandom(4).hex()
-    await layer.group_add(group, c1)
-    await layer.group_add(group, c2)
-    sem = asyncio.Semaphore(window)
-    got2 = 0
-
-    async def receive_other(n):
-        nonlocal got2
-        for _ in range(n):
-            await layer.receive(c2)
-            got2 += 1
-
-    t0 = time.perf_counter()
-    await asyncio.gather(receive(c1, messages), receive_other(messages), sender(messages, lambda: layer.group_send(group, message)))
-    out["group_send_per_s"] = messages / (time.perf_counter() - t0)
-    await layer.group_discard(group, c1)
-    await layer.group_discard(group, c2)
-    if hasattr(layer, "flush"):
-        await layer.flush()
+    out["p50_us"] = h.percentile(lat, 50) * 1e6
+    # The consumer stops: its waiting receive is cancelled, as channels does.
+    last = asyncio.ensure_future(receiver.receive(channel))
+    await asyncio.sleep(0.05)
+    last.cancel()
+    await asyncio.gather(last, return_exceptions=True)
+    for layer in {receiver, sender}:
+        if hasattr(layer, "flush"):
+            await layer.flush()
     return out
 
 
-async def cross_process_group_add(kind: str) -> str:
-    """Process 1 adds process 2's channel to a group and sends to it, as randomchat's
-    confirming consumer does for both participants. Two layer instances stand for two
-    processes (each has its own local state, like a daphne)."""
-    p1, p2 = make_layer(kind), make_layer(kind)
-    theirs = await p2.new_channel()
-    group = "bench.cross" + os.urandom(4).hex()
-    try:
-        await p1.group_add(group, theirs)
-    except RuntimeError as exc:
-        return f"refused: {str(exc).splitlines()[0]}"
-    await asyncio.sleep(0.2)
-    await p1.group_send(group, {"type": "chat.event", "n": 1})
-    try:
-        await asyncio.wait_for(p2.receive(theirs), 3)
-        verdict = "delivered"
-    except asyncio.TimeoutError:
-        verdict = "NOT delivered (membership lives in the process that called group_add)"
-    for layer in (p1, p2):
-        if hasattr(layer, "flush"):
-            await layer.flush()
-    return verdict
-
-
 def layers(args) -> None:
-    kinds = ["InMemoryChannelLayer", "RedisChannelLayer", "RedisPubSubChannelLayer"]
     messages = 2000 if args.quick else 10000
     reps = 3 if args.quick else 5
-    print(f"\nchannel layers alone, one process, {messages} messages of ~250 bytes, 100 in flight, median of {reps}:")
-    print(f"{'layer':<26} {'send+receive/s':>15} {'1-at-a-time p50':>16} {'group_send/s (2 members)':>25}  cross-process group_add")
-    for kind in kinds:
-        runs = [asyncio.run(layer_throughput(kind, messages, 100)) for _ in range(reps)]
-        cross = asyncio.run(cross_process_group_add(kind)) if kind != "InMemoryChannelLayer" else "n/a (one process)"
-        print(f"{kind:<26} {h.median([r['send_receive_per_s'] for r in runs]):>15.0f} "
-              f"{h.median([r['send_receive_p50_us'] for r in runs]):>13.0f} us "
-              f"{h.median([r['group_send_per_s'] for r in runs]):>25.0f}  {cross}")
+    print(f"\nchannel layers alone, one process, {messages} messages of ~250 bytes, 100 in flight, median of {reps}; "
+          f"sent by the receiving layer itself / by a second instance (another process), load {h.load_average()}:")
+    print(f"{'layer':<30} {'same: send+receive/s':>21} {'p50 1 at a time':>16} {'across: send+receive/s':>23} {'p50 1 at a time':>16}")
+    for kind in LAYER_KINDS:
+        row = f"{kind:<30}"
+        for across in (False, True):
+            if across and kind == "InMemoryChannelLayer":
+                row += f" {'n/a (one process)':>23} {'':>16}"
+                continue
+            runs = [asyncio.run(layer_throughput(kind, messages, 100, across)) for _ in range(reps)]
+            row += f" {h.median([r['per_s'] for r in runs]):>{23 if across else 21}.0f}"
+            row += f" {h.median([r['p50_us'] for r in runs]):>13.0f} us"
+        print(row, flush=True)
 
 
 def main() -> None:
