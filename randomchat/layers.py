@@ -18,21 +18,23 @@ trips on a send and ~4 more on a receive, which capped a process at ~500 events/
   channels-redis instead has the consumer holding a process-wide lock read Redis for
   everyone, inside its own `receive()`, so a consumer that stops cancels a read done for
   others; its backup set (`$inflight`) exists to put such a message back. Here no
-  consumer's cancellation touches Redis. The reader is cancelled only once no consumer is
-  left on its loop, and then every message still in the key is for a consumer that has
-  stopped, so the backup set is not needed.
+  consumer's cancellation touches Redis, and the reader itself is not cancelled: it stops
+  after the read under way once its loop has no consumer left (only the loop's own end
+  cancels it). So the backup set is not needed.
 - A send to another process is one Lua script: drop expired messages, check capacity
   (ChannelFull), add, renew the key's expiry, as channels-redis's four commands did.
 - Redis down: the reader retries with backoff and logs once per outage, so consumers stay
   alive waiting on their mailboxes; a send raises, and `notify.with_retry` retries it.
   Nothing needs rebuilding afterwards, even if Redis restarted empty: events go to
   connections' own channels, never to groups kept in Redis.
-- Memory: a message for a channel with no consumer here goes to Redis, where it expires,
-  and one the reader finds for a stopped consumer is dropped. channels does not cancel a
-  receive that has already returned when its consumer stops (an event and the disconnect
-  arrive together, or a handler raises), so a mailbox nobody has received from for
-  `stale_after` seconds is dropped too. A mailbox holds at most the channel's capacity:
-  a local send past it raises ChannelFull, and the reader drops what it cannot put (logged).
+- Memory: a message for a channel with no consumer here goes to Redis, where it expires.
+  One the reader takes for a channel nobody receives from (a stopped consumer, or a
+  one-off `receive()` still to come, as in tests) waits in `unclaimed` for `expiry`
+  seconds, as long as it would have in Redis. channels does not cancel a receive that has
+  already returned when its consumer stops (an event and the disconnect arrive together,
+  or a handler raises), so a mailbox nobody has received from for `stale_after` seconds is
+  dropped too. A mailbox holds at most the channel's capacity: a local send past it raises
+  ChannelFull, and the reader drops what it cannot put (logged).
 """
 
 from __future__ import annotations
@@ -102,6 +104,9 @@ class RedisChannelLayer(BaseRedisChannelLayer):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.loops: dict[asyncio.AbstractEventLoop, LoopChannels] = {}
+        # What a reader took for channels nobody receives from (yet: a one-off receive() may
+        # come, as in tests; or any more): (deadline, message), kept `expiry` s as in Redis.
+        self.unclaimed: dict[str, collections.deque[tuple[float, dict]]] = {}
         self.last_score = 0.0
 
     async def send(self, channel, message):
@@ -142,6 +147,8 @@ class RedisChannelLayer(BaseRedisChannelLayer):
         mailbox = local.mailboxes.get(channel)
         if mailbox is None:
             mailbox = local.mailboxes[channel] = Mailbox()
+            now = time.time()
+            mailbox.messages.extend(m for deadline, m in self.unclaimed.pop(channel, ()) if deadline > now)
             if local.reader is None:
                 local.reader = loop.create_task(self.read(local))
         assert mailbox.waiter is None, "one receive() at a time on a consumer's channel"
@@ -151,54 +158,54 @@ class RedisChannelLayer(BaseRedisChannelLayer):
             try:
                 await mailbox.waiter
             except asyncio.CancelledError:
-                self.forget(loop, local, channel)  # its consumer has stopped
+                local.mailboxes.pop(channel, None)  # its consumer has stopped
                 raise
             finally:
                 mailbox.waiter = None
         mailbox.idle_since = loop.time()
         return mailbox.messages.popleft()
 
-    def forget(self, loop, local: LoopChannels, channel: str) -> None:
-        local.mailboxes.pop(channel, None)
-        if not local.mailboxes and self.loops.get(loop) is local:
-            # What is left in Redis is for stopped consumers: nothing to read any more.
-            local.reader.cancel()
-            del self.loops[loop]
-
     async def read(self, local: LoopChannels) -> None:
-        """Move this process's messages from Redis into the mailboxes while any is left."""
+        """Move this process's messages from Redis into the mailboxes while any is left.
+
+        It stops after the read under way once no consumer is left, rather than being
+        cancelled: a cancelled BZPOPMIN may already have taken a message from Redis."""
         loop = asyncio.get_running_loop()
         channel = f"{CONSUMER_PREFIX}{self.client_prefix}!"
         key, index = self.prefix + channel, self.consistent_hash(channel)
         delay = None
-        next_sweep = loop.time() + self.stale_after
-        while local.mailboxes:
-            try:
-                # One round trip: Redis runs the ZPOPMIN once the BZPOPMIN has returned.
-                pipe = self.connection(index).pipeline(transaction=False)
-                pipe.bzpopmin(key, timeout=self.block_seconds).zpopmin(key, self.receive_batch)
-                popped, more = await pipe.execute()
-                # `more` may hold messages that came just after the BZPOPMIN timed out.
-                first = [] if popped is None else [popped[1]]
-                self.deliver(local, first + [member for member, _ in more])
-            except Exception as exc:  # noqa: BLE001 - the reader must outlive any failure
-                if delay is None:
-                    logger.warning(
-                        "event=layer_unavailable reader error=%s", type(exc).__name__,
-                        exc_info=not isinstance(exc, LAYER_UNAVAILABLE),
-                    )
-                    delay = 0.1
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            if delay is not None:
-                logger.info("event=layer_available reader")
-                delay = None
-            if loop.time() >= next_sweep:
-                self.sweep(local, loop.time())
-                next_sweep = loop.time() + self.stale_after
-        if self.loops.get(loop) is local:
-            del self.loops[loop]
+        next_sweep = loop.time() + self.expiry
+        try:
+            while local.mailboxes:
+                try:
+                    # One round trip: Redis runs the ZPOPMIN once the BZPOPMIN has returned.
+                    pipe = self.connection(index).pipeline(transaction=False)
+                    pipe.bzpopmin(key, timeout=self.block_seconds).zpopmin(key, self.receive_batch)
+                    popped, more = await pipe.execute()
+                    # `more` may hold messages that came just after the BZPOPMIN timed out.
+                    first = [] if popped is None else [popped[1]]
+                    self.deliver(local, first + [member for member, _ in more])
+                except Exception as exc:  # noqa: BLE001 - the reader must outlive any failure
+                    if not local.mailboxes:
+                        break  # nobody is waiting (the pools may have been closed for good)
+                    if delay is None:
+                        logger.warning(
+                            "event=layer_unavailable reader error=%s", type(exc).__name__,
+                            exc_info=not isinstance(exc, LAYER_UNAVAILABLE),
+                        )
+                        delay = 0.1
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                if delay is not None:
+                    logger.info("event=layer_available reader")
+                    delay = None
+                if loop.time() >= next_sweep:
+                    self.sweep(local, loop.time())
+                    next_sweep = loop.time() + self.expiry
+        finally:
+            if self.loops.get(loop) is local:
+                del self.loops[loop]
 
     def deliver(self, local: LoopChannels, members: list[bytes]) -> None:
         for member in members:
@@ -210,17 +217,26 @@ class RedisChannelLayer(BaseRedisChannelLayer):
                 continue
             targets = targets if isinstance(targets, list) else [targets]  # a list from group_send
             for channel in targets:
+                copy = message if len(targets) == 1 else dict(message)
+                capacity = self.get_capacity(channel)
                 mailbox = local.mailboxes.get(channel)
                 if mailbox is None:
-                    continue  # its consumer has stopped
-                copy = message if len(targets) == 1 else dict(message)
-                if not mailbox.put(copy, self.get_capacity(channel)):
+                    waiting = self.unclaimed.setdefault(channel, collections.deque(maxlen=capacity))
+                    waiting.append((time.time() + self.expiry, copy))
+                elif not mailbox.put(copy, capacity):
                     logger.warning("event=layer_message_dropped channel=%s reason=over_capacity", channel)
 
     def sweep(self, local: LoopChannels, now: float) -> None:
+        """Forget consumers silent for `stale_after` and unclaimed messages past their expiry."""
         for channel, mailbox in list(local.mailboxes.items()):
             if mailbox.idle_since is not None and now - mailbox.idle_since > self.stale_after:
                 del local.mailboxes[channel]
+        wall = time.time()
+        for channel, waiting in list(self.unclaimed.items()):
+            while waiting and waiting[0][0] <= wall:
+                waiting.popleft()
+            if not waiting:
+                self.unclaimed.pop(channel, None)
 
     async def receive_through_redis(self, channel):
         """channels-redis's receive, which waits for Redis instead of raising while it is down."""

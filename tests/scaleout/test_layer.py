@@ -93,17 +93,48 @@ async def test_stopped_consumer__is_not_local_any_more(layers):
     receiving = await consumer(local, channel)
     reader = local.loops[asyncio.get_running_loop()].reader
     await stop(receiving)
+    # No consumer left on this loop: the reader stops after the read under way.
+    await asyncio.wait_for(reader, local.block_seconds + 3)
     assert local.loops == {}
-    await asyncio.wait([reader], timeout=1)
-    assert reader.cancelled()  # no consumer left on this loop: nothing to read
     await local.send(channel, {"type": "chat.event", "n": 1})
     assert await redis_keys(local) != []
+
+
+async def test_message_the_reader_took_for_a_channel_nobody_receives_from__waits_for_its_receive(layers):
+    local, remote = layers
+    mine, later = await local.new_channel(), await local.new_channel()
+    await remote.send(later, {"type": "chat.event", "n": 1})
+    await remote.send(mine, {"type": "chat.event", "n": 2})
+    # The reader takes both (one read); `later` has no receive() yet.
+    assert (await asyncio.wait_for(local.receive(mine), 5))["n"] == 2
+    assert (await asyncio.wait_for(local.receive(later), 5))["n"] == 1
+    await stop(asyncio.ensure_future(local.receive(mine)))
+    await stop(asyncio.ensure_future(local.receive(later)))
+
+
+async def test_message_the_reader_took_for_a_channel_nobody_receives_from__expires(services_ready):
+    local, remote = make_layer(expiry=1), make_layer(expiry=1)
+    try:
+        mine, gone = await local.new_channel(), await local.new_channel()
+        await remote.send(gone, {"type": "chat.event"})
+        await remote.send(mine, {"type": "chat.event"})
+        await asyncio.wait_for(local.receive(mine), 5)
+        assert gone in local.unclaimed
+        await asyncio.sleep(local.block_seconds + 1.5)  # past its expiry, and the reader swept
+        assert local.unclaimed == {}
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(local.receive(gone), 0.5)
+        await stop(asyncio.ensure_future(local.receive(mine)))
+    finally:
+        for layer in (local, remote):
+            await layer.flush()
+            await layer.close_pools()
 
 
 async def test_consumer_that_stopped_without_cancelling__is_forgotten(layers):
     # channels leaves a receive that had already returned when its consumer stopped.
     local, _ = layers
-    local.stale_after, local.block_seconds = 0.2, 1
+    local.stale_after, local.block_seconds, local.expiry = 0.2, 1, 1  # expiry: how often it sweeps
     channel, other = await local.new_channel(), await local.new_channel()
     await local.send(channel, {"type": "chat.event"})  # not local yet: through Redis
     receiving = await consumer(local, channel)
