@@ -19,21 +19,32 @@ live_channels: set[str] = set()
 """Channel names of this process's open connections."""
 
 _registered: dict[asyncio.AbstractEventLoop, object] = {}
+_registering: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
 
 
 async def current_process():
-    """Register this process on first use and start its heartbeat loop (one per event loop)."""
+    """Register this process on first use and start its heartbeat loop (one per event loop).
+
+    One registration at a time: when hundreds of connections /start at once, each used to
+    insert its own row and delete the extra one behind the busy database thread, and those
+    rows, never beating, were released as a dead process's by the other processes.
+    """
     loop = asyncio.get_running_loop()
     process = _registered.get(loop)
-    if process is None:
-        process = await database_sync_to_async(processes.process_register)()
-        if loop in _registered:  # another connection registered meanwhile
-            await database_sync_to_async(process.delete)()
-            return _registered[loop]
-        _registered.clear()  # a closed loop (tests) leaves nothing behind
-        _registered[loop] = process
-        loop.create_task(_beat_forever(process))
-        logger.info("process registered id=%s", process.pk)
+    if process is not None:
+        return process
+    lock = _registering.get(loop)
+    if lock is None:
+        _registering.clear()  # a closed loop (tests) leaves nothing behind
+        lock = _registering[loop] = asyncio.Lock()
+    async with lock:
+        process = _registered.get(loop)
+        if process is None:
+            process = await database_sync_to_async(processes.process_register)()
+            _registered.clear()
+            _registered[loop] = process
+            loop.create_task(_beat_forever(process))
+            logger.info("process registered id=%s", process.pk)
     return process
 
 
