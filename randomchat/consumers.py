@@ -15,7 +15,7 @@ from matching.rules import parse_start
 from . import events, metrics
 from .batching import Batch
 from .events import Notice
-from .notify import with_retry
+from .notify import send_notices
 from .process import current_process, live_channels
 from .ratelimit import TokenBucket
 from .refusals import DATABASE_UNAVAILABLE, Refusal, unavailable
@@ -111,7 +111,7 @@ class ChatConsumer(StompConsumer):
         except Refusal as refusal:
             await self.refuse(events.MESSAGE_REFUSED, refusal, request)
             return
-        await self.notify(notices)
+        await send_notices(self.channel_layer, notices)
 
     async def send_stop(self, frame: Frame) -> None:
         request, invalid = parse_or_refusal(frame.body)  # any body cancels waiting
@@ -127,7 +127,7 @@ class ChatConsumer(StompConsumer):
         except Refusal as refusal:
             await self.refuse(events.STOP_REFUSED, refusal, request)
             return
-        await self.notify(notices)
+        await send_notices(self.channel_layer, notices)
 
     # Channel-layer events
 
@@ -180,7 +180,7 @@ class ChatConsumer(StompConsumer):
     async def _redeliver(self, event: dict) -> None:
         await asyncio.sleep(settings.RANDOMCHAT_RETRY_DELAY)
         if not self.closing:
-            await self.channel_layer.send(self.channel_name, event)
+            await send_notices(self.channel_layer, [Notice(self.channel_name, event)])
 
     async def ensure_process(self):
         try:
@@ -198,18 +198,9 @@ class ChatConsumer(StompConsumer):
             await self.reject(f"Rate limit exceeded {self.rate_refusals} times in a row", kind="rate_limited")
         raise Refusal("rate_limited", "Too many requests; slow down")
 
-    async def notify(self, notices: list[Notice]) -> None:
-        """Send notices after their transaction: this connection's own at once, without a
-        round trip through the channel layer; the others' through it."""
-        for notice in notices:
-            if notice.channel == self.channel_name:
-                await self.dispatch(notice.message)
-            else:
-                await with_retry(self.channel_layer.send, notice.channel, notice.message)
-
     async def apply(self, result: pool.PoolResult) -> None:
         """Send the notices, and time any claim this user made."""
-        await self.notify(result.notices)
+        await send_notices(self.channel_layer, result.notices)
         for notice in result.notices:
             if notice.message["type"] == "pair.offer" and notice.message["claimant"] == str(self.user_id):
                 self._start_confirm_timer()
@@ -239,4 +230,5 @@ class ChatConsumer(StompConsumer):
     async def _confirm_timeout(self, claimant: str) -> None:
         await asyncio.sleep(settings.RANDOMCHAT_PAIR_CONFIRM_TIMEOUT)
         self.confirm_timer = None
-        await self.channel_layer.send(self.channel_name, {"type": "pair.timeout", "claimant": claimant})
+        timeout = {"type": "pair.timeout", "claimant": claimant}
+        await send_notices(self.channel_layer, [Notice(self.channel_name, timeout)])

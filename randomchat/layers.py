@@ -231,6 +231,10 @@ class RedisChannelLayer(BaseRedisChannelLayer):
         for channel, mailbox in list(local.mailboxes.items()):
             if mailbox.idle_since is not None and now - mailbox.idle_since > self.stale_after:
                 del local.mailboxes[channel]
+                # A consumer stuck that long in one handler may still come back for them.
+                if mailbox.messages:
+                    waiting = self.unclaimed.setdefault(channel, collections.deque(maxlen=self.get_capacity(channel)))
+                    waiting.extend((time.time() + self.expiry, message) for message in mailbox.messages)
         wall = time.time()
         for channel, waiting in list(self.unclaimed.items()):
             while waiting and waiting[0][0] <= wall:

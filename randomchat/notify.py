@@ -11,6 +11,7 @@ import logging
 
 from asgiref.sync import async_to_sync
 from redis import exceptions as redis_errors
+from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
 
@@ -38,8 +39,14 @@ async def with_retry(operation, *args):
 
 
 async def send_notices(layer, notices: list[Notice]) -> None:
+    """In order, each through the layer, even a connection's own: its events then reach it in
+    one queue, in the order their transactions committed, behind what already waits there."""
     for notice in notices:
-        await with_retry(layer.send, notice.channel, notice.message)
+        try:
+            await with_retry(layer.send, notice.channel, notice.message)
+        except ChannelFull:
+            # The database is the record; a connection this far behind is stuck or gone.
+            logger.warning("event=notice_dropped channel=%s reason=channel_full", notice.channel)
 
 
 def send_notices_sync(notices: list[Notice]) -> None:

@@ -1,4 +1,5 @@
-"""randomchat.batching.Batch: group commit of what many connections submit."""
+"""randomchat.batching.Batch: group commit of what many connections submit; and how its
+results go out (notify.send_notices)."""
 
 from __future__ import annotations
 
@@ -114,3 +115,18 @@ async def test_the_batch_writes_again_after_a_failure():
     with pytest.raises(OperationalError):
         await batch.submit(1)
     assert await batch.submit(2) == 2
+
+
+async def test_a_full_channel_drops_its_notice_and_the_others_still_go(caplog):
+    from channels.layers import InMemoryChannelLayer
+
+    from randomchat.events import Notice
+    from randomchat.notify import send_notices
+
+    layer = InMemoryChannelLayer(capacity=1)
+    stuck, fine = await layer.new_channel(), await layer.new_channel()
+    await layer.send(stuck, {"type": "chat.event", "n": 0})
+    await send_notices(layer, [Notice(stuck, {"type": "chat.event", "n": 1}), Notice(fine, {"type": "chat.event", "n": 2})])
+    assert (await layer.receive(fine))["n"] == 2
+    assert (await layer.receive(stuck))["n"] == 0
+    assert "event=notice_dropped" in caplog.text
