@@ -7,8 +7,16 @@ from django.db.models import Q
 from django.utils import timezone
 
 
+class DialogQuerySet(models.QuerySet):
+    def active_of(self, users):
+        """The active dialogs in which any of `users` (instances, ids or a queryset) takes part."""
+        return self.filter(Q(first__in=users) | Q(second__in=users), status=Dialog.Status.ACTIVE)
+
+
 class Dialog(models.Model):
     """A one-to-one chat; its id is the chatUUID."""
+
+    objects = DialogQuerySet.as_manager()
 
     class Status(models.TextChoices):
         ACTIVE = "active"

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from matching.models import PoolUser
@@ -133,7 +132,7 @@ def messages_store(drafts: list[MessageDraft]) -> list[list[Notice] | Refusal]:
 
 def dialog_stop(*, request: DialogRequest, held_user: uuid.UUID | None) -> list[Notice]:
     if request.chat is None:
-        if held_user is not None and _active_dialog_of(held_user):
+        if held_user is not None and Dialog.objects.active_of([held_user]).exists():
             # In a dialog, "not_in_dialog" would be false: the body lacks the dialog's id.
             raise Refusal("invalid_field", "chatUUID must be a UUID string", "chatUUID")
         raise Refusal("not_in_dialog", "This connection is in no dialog and waits for none")
@@ -141,12 +140,6 @@ def dialog_stop(*, request: DialogRequest, held_user: uuid.UUID | None) -> list[
     with transaction.atomic():
         dialog = _check_owned_active(_locked_dialogs([chat]).get(chat), sender, held_user)
         return _end(dialog, ended_by=held_user, reason=Dialog.EndReason.STOP)
-
-
-def _active_dialog_of(user_id: uuid.UUID) -> bool:
-    return Dialog.objects.filter(
-        Q(first_id=user_id) | Q(second_id=user_id), status=Dialog.Status.ACTIVE
-    ).exists()
 
 
 def dialog_end(*, dialog_id, ended_by=None, reason: str) -> list[Notice]:

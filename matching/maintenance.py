@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Count, Min, Q
+from django.db.models import Count, Min
 from django.utils import timezone
 
 from dialogs.models import Dialog
@@ -142,11 +142,7 @@ def _gone_on(process_ids) -> tuple[set, set]:
     """The pool users and the active dialogs held by these processes."""
     users = held_users(process_ids=process_ids)
     in_pool = set(PoolUser.objects.filter(pk__in=users, status__in=PoolUser.IN_POOL).values_list("pk", flat=True))
-    dialogs = set(
-        Dialog.objects.filter(Q(first__in=users) | Q(second__in=users), status=Dialog.Status.ACTIVE).values_list(
-            "pk", flat=True
-        )
-    )
+    dialogs = set(Dialog.objects.active_of(users).values_list("pk", flat=True))
     return in_pool, dialogs
 
 

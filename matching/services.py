@@ -15,7 +15,6 @@ import uuid
 from dataclasses import dataclass, field
 
 from django.db import connection, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from dialogs.models import Dialog
@@ -73,7 +72,7 @@ def _lock_plan(user: PoolUser) -> tuple[uuid.UUID | None, frozenset]:
     """The rows that releasing `user` changes: its active dialog, then the users involved."""
     if user.status == Status.PAIRED:
         row = (
-            Dialog.objects.filter(Q(first=user) | Q(second=user), status=Dialog.Status.ACTIVE)
+            Dialog.objects.active_of([user])
             .values_list("pk", "first_id", "second_id")
             .first()
         )
@@ -262,7 +261,7 @@ def pool_release(*, user_ids, reason: str) -> list[Notice]:
 
 def _release(user: PoolUser, reason: str) -> PoolResult:
     if user.status == Status.PAIRED:
-        dialog = Dialog.objects.filter(Q(first=user) | Q(second=user), status=Dialog.Status.ACTIVE).first()
+        dialog = Dialog.objects.active_of([user]).first()
         user.status, user.left_at = Status.ENDED, timezone.now()
         user.save(update_fields=["status", "left_at"])
         notices = dialog_end(dialog_id=dialog.pk, ended_by=user.pk, reason=reason) if dialog else []
