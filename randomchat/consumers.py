@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from channels.db import database_sync_to_async
@@ -27,17 +28,20 @@ logger = logging.getLogger(__name__)
 MESSAGES = Batch(messages_store)
 
 
-def database_down(service: str, exc: Exception) -> Refusal:
-    logger.warning("database unavailable service=%s error=%s", service, type(exc).__name__)
-    return unavailable()
+@contextlib.contextmanager
+def database_refusal(service: str):
+    """A database that is down becomes the refusal `unavailable`: the connection stays open."""
+    try:
+        yield
+    except DATABASE_UNAVAILABLE as exc:
+        logger.warning("database unavailable service=%s error=%s", service, type(exc).__name__)
+        raise unavailable() from None
 
 
 async def call(service, **kwargs):
-    """Run a service in a thread; a database that is down becomes the refusal `unavailable`."""
-    try:
+    """Run a service on the database thread."""
+    with database_refusal(service.__name__):
         return await database_sync_to_async(service)(**kwargs)
-    except DATABASE_UNAVAILABLE as exc:
-        raise database_down(service.__name__, exc) from None
 
 
 def parse_or_refusal(body: bytes) -> tuple[DialogRequest | None, Refusal | None]:
@@ -104,10 +108,8 @@ class ChatConsumer(StompConsumer):
             if invalid is not None:
                 raise invalid
             draft = message_draft(request, self.user_id)
-            try:
+            with database_refusal("messages_store"):
                 notices = await MESSAGES.submit(draft)
-            except DATABASE_UNAVAILABLE as exc:
-                raise database_down("messages_store", exc) from None
         except Refusal as refusal:
             await self.refuse(events.MESSAGE_REFUSED, refusal, request)
             return
@@ -183,10 +185,8 @@ class ChatConsumer(StompConsumer):
             await send_notices(self.channel_layer, [Notice(self.channel_name, event)])
 
     async def ensure_process(self):
-        try:
+        with database_refusal("process_register"):
             return await current_process()
-        except DATABASE_UNAVAILABLE as exc:
-            raise database_down("process_register", exc) from None
 
     async def check_rate(self, bucket: TokenBucket) -> None:
         """Refuse over the limit; close a connection that keeps pushing past it."""
