@@ -86,7 +86,6 @@ class StompConsumer(AsyncWebsocketConsumer):
 
     destinations: dict[str, str] = {}
     event_destination = ""
-    frame_bucket: TokenBucket | None = None  # made at the first frame (RANDOMCHAT_RATE_FRAME)
 
     async def connect(self) -> None:
         self.session_id = uuid.uuid4().hex
@@ -101,6 +100,7 @@ class StompConsumer(AsyncWebsocketConsumer):
             max_header_line=settings.STOMP_MAX_HEADER_LINE,
         )
         self.subscriptions: dict[str, str] = {}
+        self.frame_bucket = TokenBucket(*settings.RANDOMCHAT_RATE_FRAME)  # every frame, heart-beats too
         self.transactions: dict[str, list[Frame]] = {}
         self.pending_events: list[dict] = []
         self.message_ids = itertools.count(1)
@@ -160,7 +160,7 @@ class StompConsumer(AsyncWebsocketConsumer):
                 return
             pos = end
             for item in items:
-                if not self._take_frame(now):
+                if not self.frame_bucket.take(now):
                     await self.reject_frame_rate()
                     return
                 if item is HEARTBEAT:
@@ -168,12 +168,6 @@ class StompConsumer(AsyncWebsocketConsumer):
                 await self._handle(item)
                 if self.closing:
                     return
-
-    def _take_frame(self, now: float) -> bool:
-        """One token of the connection's frame budget (heart-beats included), if any is left."""
-        if self.frame_bucket is None:
-            self.frame_bucket = TokenBucket(*settings.RANDOMCHAT_RATE_FRAME)
-        return self.frame_bucket.take(now)
 
     async def reject_frame_rate(self) -> None:
         rate, burst = settings.RANDOMCHAT_RATE_FRAME
