@@ -20,18 +20,26 @@ from . import services
 pytestmark = pytest.mark.timeout(60)
 
 
-def make_layer(**config) -> RedisChannelLayer:
-    return RedisChannelLayer(**{**settings.CHANNEL_LAYERS["default"]["CONFIG"], **config})
-
-
 @pytest.fixture
-async def layers(services_ready):
-    """Two layers on the test's Redis, as two processes would have."""
-    made = [make_layer() for _ in range(2)]
-    yield made
+async def layers_with(services_ready):
+    """`layers_with(**config)` -> two layers on the test's Redis, as two processes would have,
+    with `config` over the settings' layer config; all are flushed and closed after the test."""
+    made: list[RedisChannelLayer] = []
+
+    def make(**config) -> list[RedisChannelLayer]:
+        pair = [RedisChannelLayer(**{**settings.CHANNEL_LAYERS["default"]["CONFIG"], **config}) for _ in range(2)]
+        made.extend(pair)
+        return pair
+
+    yield make
     for layer in made:
         await layer.flush()
         await layer.close_pools()
+
+
+@pytest.fixture
+def layers(layers_with):
+    return layers_with()
 
 
 async def consumer(layer, channel) -> asyncio.Task:
@@ -112,23 +120,18 @@ async def test_message_the_reader_took_for_a_channel_nobody_receives_from__waits
     await stop(asyncio.ensure_future(local.receive(later)))
 
 
-async def test_message_the_reader_took_for_a_channel_nobody_receives_from__expires(services_ready):
-    local, remote = make_layer(expiry=1), make_layer(expiry=1)
-    try:
-        mine, gone = await local.new_channel(), await local.new_channel()
-        await remote.send(gone, {"type": "chat.event"})
-        await remote.send(mine, {"type": "chat.event"})
-        await asyncio.wait_for(local.receive(mine), 5)
-        assert gone in local.unclaimed
-        await asyncio.sleep(local.block_seconds + 1.5)  # past its expiry, and the reader swept
-        assert local.unclaimed == {}
-        with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(local.receive(gone), 0.5)
-        await stop(asyncio.ensure_future(local.receive(mine)))
-    finally:
-        for layer in (local, remote):
-            await layer.flush()
-            await layer.close_pools()
+async def test_message_the_reader_took_for_a_channel_nobody_receives_from__expires(layers_with):
+    local, remote = layers_with(expiry=1)
+    mine, gone = await local.new_channel(), await local.new_channel()
+    await remote.send(gone, {"type": "chat.event"})
+    await remote.send(mine, {"type": "chat.event"})
+    await asyncio.wait_for(local.receive(mine), 5)
+    assert gone in local.unclaimed
+    await asyncio.sleep(local.block_seconds + 1.5)  # past its expiry, and the reader swept
+    assert local.unclaimed == {}
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(local.receive(gone), 0.5)
+    await stop(asyncio.ensure_future(local.receive(mine)))
 
 
 async def test_consumer_that_stopped_without_cancelling__is_forgotten(layers):
@@ -157,29 +160,24 @@ async def test_sender__may_reuse_its_message(layers):
     await stop(asyncio.ensure_future(local.receive(channel)))
 
 
-async def test_channel_full__at_capacity(services_ready):
-    local, remote = make_layer(capacity=3), make_layer(capacity=3)
-    try:
-        # A local consumer that is busy: its mailbox holds `capacity` messages.
-        channel = await local.new_channel()
-        receiving = await consumer(local, channel)
-        await local.send(channel, {"type": "chat.event", "n": 0})
-        await asyncio.wait_for(receiving, 5)
-        for n in range(3):
-            await local.send(channel, {"type": "chat.event", "n": n})
-        with pytest.raises(ChannelFull):
-            await local.send(channel, {"type": "chat.event", "n": 3})
-        # Another process's channel: `capacity` messages wait in Redis.
-        theirs = await remote.new_channel()
-        for n in range(3):
-            await local.send(theirs, {"type": "chat.event", "n": n})
-        with pytest.raises(ChannelFull):
-            await local.send(theirs, {"type": "chat.event", "n": 3})
-        await stop(asyncio.ensure_future(local.receive(channel)))
-    finally:
-        for layer in (local, remote):
-            await layer.flush()
-            await layer.close_pools()
+async def test_channel_full__at_capacity(layers_with):
+    local, remote = layers_with(capacity=3)
+    # A local consumer that is busy: its mailbox holds `capacity` messages.
+    channel = await local.new_channel()
+    receiving = await consumer(local, channel)
+    await local.send(channel, {"type": "chat.event", "n": 0})
+    await asyncio.wait_for(receiving, 5)
+    for n in range(3):
+        await local.send(channel, {"type": "chat.event", "n": n})
+    with pytest.raises(ChannelFull):
+        await local.send(channel, {"type": "chat.event", "n": 3})
+    # Another process's channel: `capacity` messages wait in Redis.
+    theirs = await remote.new_channel()
+    for n in range(3):
+        await local.send(theirs, {"type": "chat.event", "n": n})
+    with pytest.raises(ChannelFull):
+        await local.send(theirs, {"type": "chat.event", "n": 3})
+    await stop(asyncio.ensure_future(local.receive(channel)))
 
 
 async def test_healthz_channel__goes_through_redis(layers):
