@@ -18,24 +18,10 @@ import time
 from django.conf import settings
 
 from .daphne_hooks import websocket_protocol_to_wrap
+from .ratelimit import TokenBucket
 
 # How often a connection paused for its queue looks again (s).
 QUEUE_POLL = 0.05
-
-
-class Budget:
-    """A token bucket that lends: each cost is paid at once, and the debt is the pause."""
-
-    __slots__ = ("rate", "burst", "tokens", "updated")
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate, self.burst, self.tokens, self.updated = rate, burst, burst, now
-
-    def spend(self, cost: float, now: float) -> float:
-        """Pay `cost`; return how many seconds the bucket needs to be out of debt (0 if it is)."""
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate) - cost
-        self.updated = now
-        return -self.tokens / self.rate if self.tokens < 0 else 0.0
 
 
 class Pacer:
@@ -43,11 +29,11 @@ class Pacer:
 
     __slots__ = ("protocol", "call_later", "frames", "bytes", "queue_limit", "paused", "pauses")
 
-    def __init__(self, protocol, now: float, call_later) -> None:
+    def __init__(self, protocol, call_later) -> None:
         self.protocol = protocol
         self.call_later = call_later
-        self.frames = Budget(*settings.RANDOMCHAT_INBOUND_FRAMES, now)
-        self.bytes = Budget(*settings.RANDOMCHAT_INBOUND_BYTES, now)
+        self.frames = TokenBucket(*settings.RANDOMCHAT_INBOUND_FRAMES)
+        self.bytes = TokenBucket(*settings.RANDOMCHAT_INBOUND_BYTES)
         self.queue_limit = settings.RANDOMCHAT_INBOUND_QUEUE
         self.paused = False
         self.pauses = 0  # how often this connection was paused, for tests and logs
@@ -91,7 +77,7 @@ def pacer_of(protocol) -> Pacer:
     if pacer is None:
         from twisted.internet import reactor  # daphne has installed its reactor by now
 
-        pacer = protocol._randomchat_pacer = Pacer(protocol, time.monotonic(), reactor.callLater)
+        pacer = protocol._randomchat_pacer = Pacer(protocol, reactor.callLater)
     return pacer
 
 

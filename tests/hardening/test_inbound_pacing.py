@@ -6,7 +6,8 @@ import pytest
 from django.test import override_settings
 from twisted.internet.task import Clock
 
-from randomchat.inbound import QUEUE_POLL, Budget, Pacer
+from randomchat.inbound import QUEUE_POLL, Pacer
+from randomchat.ratelimit import TokenBucket
 
 
 class Transport:
@@ -44,7 +45,7 @@ def protocol(queue_size=0):
 
 
 def test_budget__burst_free_then_debt_is_the_pause():
-    budget = Budget(10, 5, now=0.0)
+    budget = TokenBucket(10, 5)
     assert [budget.spend(1, 0.0) for _ in range(5)] == [0.0] * 5
     assert budget.spend(1, 0.0) == pytest.approx(0.1)
     assert budget.spend(1, 0.0) == pytest.approx(0.2)
@@ -56,7 +57,7 @@ def test_budget__burst_free_then_debt_is_the_pause():
 @override_settings(RANDOMCHAT_INBOUND_FRAMES=(10, 5), RANDOMCHAT_INBOUND_BYTES=(1e9, 1e9), RANDOMCHAT_INBOUND_QUEUE=32)
 def test_pacer__frames_past_the_burst_pause_reading_until_refilled():
     clock, proto = Clock(), protocol()
-    pacer = Pacer(proto, 0.0, clock.callLater)
+    pacer = Pacer(proto, clock.callLater)
     for _ in range(5):
         pacer.frame_read(10, 0.0)
     assert proto.transport.calls == [] and not pacer.paused
@@ -73,7 +74,7 @@ def test_pacer__frames_past_the_burst_pause_reading_until_refilled():
 @override_settings(RANDOMCHAT_INBOUND_FRAMES=(1e9, 1e9), RANDOMCHAT_INBOUND_BYTES=(1024, 4096), RANDOMCHAT_INBOUND_QUEUE=32)
 def test_pacer__bytes_budget_one_large_frame_pays_its_debt():
     clock, proto = Clock(), protocol()
-    pacer = Pacer(proto, 0.0, clock.callLater)
+    pacer = Pacer(proto, clock.callLater)
     pacer.frame_read(4096, 0.0)
     assert not pacer.paused
     pacer.frame_read(10 * 1024, 0.0)  # let in whole, then 10 s without reading
@@ -87,7 +88,7 @@ def test_pacer__bytes_budget_one_large_frame_pays_its_debt():
 @override_settings(RANDOMCHAT_INBOUND_FRAMES=(1e9, 1e9), RANDOMCHAT_INBOUND_BYTES=(1e9, 1e9), RANDOMCHAT_INBOUND_QUEUE=8)
 def test_pacer__long_application_queue_pauses_until_half_drained():
     clock, proto = Clock(), protocol(queue_size=7)
-    pacer = Pacer(proto, 0.0, clock.callLater)
+    pacer = Pacer(proto, clock.callLater)
     pacer.frame_read(10, 0.0)
     assert not pacer.paused
     proto.application_queue.size = 8
@@ -104,7 +105,7 @@ def test_pacer__long_application_queue_pauses_until_half_drained():
 @override_settings(RANDOMCHAT_INBOUND_FRAMES=(10, 1), RANDOMCHAT_INBOUND_BYTES=(1e9, 1e9), RANDOMCHAT_INBOUND_QUEUE=32)
 def test_pacer__pauses_again_when_the_buffered_rest_is_over_budget():
     clock, proto = Clock(), protocol()
-    pacer = Pacer(proto, 0.0, clock.callLater)
+    pacer = Pacer(proto, clock.callLater)
 
     def consume():  # the rest of the last read holds two frames: the second pauses again
         proto.consumed += 1
@@ -122,7 +123,7 @@ def test_pacer__pauses_again_when_the_buffered_rest_is_over_budget():
 @override_settings(RANDOMCHAT_INBOUND_FRAMES=(10, 1), RANDOMCHAT_INBOUND_BYTES=(1e9, 1e9), RANDOMCHAT_INBOUND_QUEUE=32)
 def test_pacer__closed_connection_is_not_resumed():
     clock, proto = Clock(), protocol()
-    pacer = Pacer(proto, 0.0, clock.callLater)
+    pacer = Pacer(proto, clock.callLater)
     pacer.frame_read(10, 0.0)
     pacer.frame_read(10, 0.0)
     proto.state = proto.STATE_CLOSED
