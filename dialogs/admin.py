@@ -8,7 +8,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from matching.models import PoolUser
-from randomchat.admin_readonly import ReadOnlyAdminMixin
+from chat.admin_readonly import ReadOnlyAdminMixin
 
 from .maintenance import dialog_end_many
 from .models import Dialog, Message

@@ -11,8 +11,8 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from matching.models import PoolUser
-from randomchat.events import Notice
-from randomchat.notify import send_notices_sync
+from chat.events import Notice
+from chat.notify import send_notices_sync
 
 from .models import Dialog, Message
 from .services import dialog_end

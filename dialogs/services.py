@@ -4,66 +4,19 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from chat import events
+from chat.events import Notice
+from chat.refusals import Refusal
+from chat.requests import DialogRequest, MessageDraft, uuid_field
 from matching.models import PoolUser
-from randomchat import events
-from randomchat.events import Notice
-from randomchat.refusals import Refusal
-from matching.rules import is_unicode, parse_json_object
 
 from .models import Dialog, Message
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class DialogRequest:
-    """A /message or /stop body; ids are as sent (strings), for the x1 echo."""
-
-    chat: str | None
-    sender: str | None
-    content: object
-
-
-def parse_dialog_request(body: bytes) -> DialogRequest:
-    data = parse_json_object(body)
-    chat, sender = data.get("chatUUID"), data.get("senderUUID")
-    return DialogRequest(
-        chat=chat if isinstance(chat, str) else None,
-        sender=sender if isinstance(sender, str) else None,
-        content=data.get("content"),
-    )
-
-
-def _uuid(value: str | None, field: str) -> uuid.UUID:
-    if value is None:
-        raise Refusal("invalid_field", f"{field} must be a UUID string", field)
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise Refusal("invalid_field", f"{field} must be a UUID string", field) from None
-
-
-def validate_content(content: object) -> str:
-    if not isinstance(content, str):
-        raise Refusal("invalid_field", "content must be a string", "content")
-    if not content.strip():
-        raise Refusal("empty_content", "content must not be empty", "content")
-    # Either would make storing the message fail (PostgreSQL text holds no NUL; no database
-    # stores a lone surrogate), and an unexpected error ends the connection's consumer.
-    if "\x00" in content:
-        raise Refusal("invalid_field", "content must not contain NUL characters", "content")
-    if not is_unicode(content):
-        raise Refusal("invalid_field", "content must be valid Unicode (no lone surrogates)", "content")
-    limit = settings.RANDOMCHAT_MAX_CONTENT_LENGTH
-    if len(content) > limit:
-        raise Refusal("content_too_long", f"content is longer than {limit} characters", "content")
-    return content
 
 
 def _check_owned_active(dialog: Dialog | None, sender: uuid.UUID, held_user: uuid.UUID | None) -> Dialog:
@@ -94,21 +47,6 @@ def _to_participants(dialog: Dialog, message: dict) -> list[Notice]:
     return [Notice(channel=user.channel_name, message=message) for user in (dialog.first, dialog.second)]
 
 
-@dataclass(frozen=True, slots=True)
-class MessageDraft:
-    """A /message that passed every check that needs no database."""
-
-    chat: uuid.UUID
-    sender: uuid.UUID
-    held_user: uuid.UUID | None
-    content: str
-
-
-def message_draft(request: DialogRequest, held_user: uuid.UUID | None) -> MessageDraft:
-    content = validate_content(request.content)
-    return MessageDraft(_uuid(request.chat, "chatUUID"), _uuid(request.sender, "senderUUID"), held_user, content)
-
-
 def messages_store(drafts: list[MessageDraft]) -> list[list[Notice] | Refusal]:
     """Store many connections' messages in one transaction (group commit); each draft gets
     the notices for both participants, or its refusal. The database is the record: the
@@ -136,7 +74,7 @@ def dialog_stop(*, request: DialogRequest, held_user: uuid.UUID | None) -> list[
             # In a dialog, "not_in_dialog" would be false: the body lacks the dialog's id.
             raise Refusal("invalid_field", "chatUUID must be a UUID string", "chatUUID")
         raise Refusal("not_in_dialog", "This connection is in no dialog and waits for none")
-    chat, sender = _uuid(request.chat, "chatUUID"), _uuid(request.sender, "senderUUID")
+    chat, sender = uuid_field(request.chat, "chatUUID"), uuid_field(request.sender, "senderUUID")
     with transaction.atomic():
         dialog = _check_owned_active(_locked_dialogs([chat]).get(chat), sender, held_user)
         return _end(dialog, ended_by=held_user, reason=Dialog.EndReason.STOP)

@@ -4,7 +4,7 @@ from django.contrib import admin, messages
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from randomchat.admin_readonly import ReadOnlyAdminMixin
+from chat.admin_readonly import ReadOnlyAdminMixin
 
 from .maintenance import pool_remove
 from .models import PoolUser, ServerProcess

@@ -17,9 +17,9 @@ from django.db.models import Count, Min
 from django.utils import timezone
 
 from dialogs.models import Dialog
-from randomchat import events
-from randomchat.events import Notice
-from randomchat.notify import send_notices_sync
+from chat import events
+from chat.events import Notice
+from chat.notify import send_notices_sync
 
 from .models import PoolUser
 from .processes import held_users, process_release_dead, processes_dead

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from randomchat.events import Notice
+from chat.events import Notice
 
 from .models import PoolUser, ServerProcess
 from .services import pool_release

@@ -8,7 +8,7 @@ from .models import PoolUser
 def pool_candidates_for(user: PoolUser) -> QuerySet[PoolUser]:
     """Waiting users compatible with `user`, longest-waiting first, as one indexed query.
 
-    The SQL mirrors matching.rules.compatible: a null attribute meets no non-null target field.
+    The SQL mirrors matching.rules.compatible (the rule as plain Python): a null attribute meets no non-null target field.
     """
     qs = PoolUser.objects.filter(status=PoolUser.Status.WAITING, language=user.language).exclude(pk=user.pk)
     # Their target accepts this user.

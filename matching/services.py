@@ -19,12 +19,12 @@ from django.utils import timezone
 
 from dialogs.models import Dialog
 from dialogs.services import dialog_end
-from randomchat import events
-from randomchat.events import Notice
-from randomchat.refusals import Refusal
+from chat import events
+from chat.events import Notice
+from chat.refusals import Refusal
 
 from .models import PoolUser
-from .rules import StartRequest
+from chat.requests import StartRequest
 from .selectors import pool_candidates_for
 
 Status = PoolUser.Status

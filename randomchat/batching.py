@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
 
-from .refusals import DATABASE_UNAVAILABLE
+from chat.refusals import DATABASE_UNAVAILABLE
 
 
 @dataclass

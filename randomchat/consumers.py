@@ -9,17 +9,18 @@ import logging
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from dialogs.services import DialogRequest, dialog_stop, message_draft, messages_store, parse_dialog_request
+from chat import events
+from chat.events import Notice
+from chat.notify import send_notices
+from chat.refusals import DATABASE_UNAVAILABLE, Refusal, unavailable
+from chat.requests import DialogRequest, message_draft, parse_dialog_request, parse_start
+from dialogs.services import dialog_stop, messages_store
 from matching import services as pool
-from matching.rules import parse_start
 
-from . import events, metrics
+from . import metrics
 from .batching import Batch
-from .events import Notice
-from .notify import send_notices
 from .process import current_process, live_channels
 from .ratelimit import TokenBucket
-from .refusals import DATABASE_UNAVAILABLE, Refusal, unavailable
 from .stomp.frames import Frame
 from .stomp_consumer import StompConsumer
 

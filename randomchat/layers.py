@@ -48,7 +48,7 @@ from channels.exceptions import ChannelFull
 from channels_redis.core import RedisChannelLayer as BaseRedisChannelLayer
 from redis.commands.core import AsyncScript
 
-from .notify import LAYER_UNAVAILABLE
+from chat.notify import LAYER_UNAVAILABLE
 
 logger = logging.getLogger(__name__)
 

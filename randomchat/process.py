@@ -11,7 +11,7 @@ from django.conf import settings
 
 from matching import processes
 
-from .notify import send_notices
+from chat.notify import send_notices
 
 logger = logging.getLogger(__name__)
 

@@ -120,8 +120,8 @@ async def test_the_batch_writes_again_after_a_failure():
 async def test_a_full_channel_drops_its_notice_and_the_others_still_go(caplog):
     from channels.layers import InMemoryChannelLayer
 
-    from randomchat.events import Notice
-    from randomchat.notify import send_notices
+    from chat.events import Notice
+    from chat.notify import send_notices
 
     layer = InMemoryChannelLayer(capacity=1)
     stuck, fine = await layer.new_channel(), await layer.new_channel()

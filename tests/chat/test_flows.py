@@ -11,7 +11,7 @@ from django.test import override_settings
 
 from dialogs.models import Dialog, Message
 from matching.models import PoolUser
-from randomchat import events
+from chat import events
 
 from .client import paired
 

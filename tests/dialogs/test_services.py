@@ -9,18 +9,12 @@ import pytest
 from django.test import override_settings
 
 from dialogs.models import Dialog, Message
-from dialogs.services import (
-    DialogRequest,
-    dialog_end,
-    dialog_stop,
-    message_draft,
-    messages_store,
-    parse_dialog_request,
-)
+from chat import events
+from chat.refusals import Refusal
+from chat.requests import DialogRequest, message_draft, parse_dialog_request
+from dialogs.services import dialog_end, dialog_stop, messages_store
 from matching import services as pool
 from matching.models import PoolUser
-from randomchat import events
-from randomchat.refusals import Refusal
 from tests.matching.factories import request_of
 
 pytestmark = pytest.mark.django_db

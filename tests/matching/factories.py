@@ -6,7 +6,7 @@ import json
 import uuid
 
 from matching.models import PoolUser
-from matching.rules import StartRequest, parse_start
+from chat.requests import StartRequest, parse_start
 from matching.services import user_fields
 
 

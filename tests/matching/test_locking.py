@@ -15,7 +15,8 @@ import pytest
 from django.db import connection, connections, transaction
 
 from dialogs.models import Dialog
-from dialogs.services import DialogRequest, dialog_stop
+from chat.requests import DialogRequest
+from dialogs.services import dialog_stop
 from matching import services as pool
 from matching.models import PoolUser
 

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from matching.rules import DEFAULT_NAME, Attributes, StartRequest, Target, compatible, parse_start
-from randomchat.refusals import Refusal
+from chat.requests import DEFAULT_NAME, Attributes, StartRequest, Target, parse_start
+from matching.rules import compatible
+from chat.refusals import Refusal
 
 from .strategies import reference_compatible, start_bodies
 

@@ -11,8 +11,8 @@ from django.db.models import F, Q
 from dialogs.models import Dialog
 from matching import services as pool
 from matching.models import PoolUser
-from randomchat import events
-from randomchat.refusals import Refusal
+from chat import events
+from chat.refusals import Refusal
 
 from .factories import pool_user, request_of
 

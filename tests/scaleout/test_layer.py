@@ -13,7 +13,7 @@ from channels.exceptions import ChannelFull
 from django.conf import settings
 
 from randomchat.layers import RedisChannelLayer
-from randomchat.notify import with_retry
+from chat.notify import with_retry
 
 from . import services
 
