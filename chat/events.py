@@ -42,11 +42,13 @@ class Notice:
     message: dict
 
 
-def chat_event(code: int, chat=None, *, sender=None, service=None, content=None) -> dict:
-    """The channel-layer message that carries one event to a consumer."""
+def chat_event(code: int, chat=None, *, sender=None, service=None, content=None, seq: int | None = None) -> dict:
+    """The channel-layer message that carries one event to a consumer; `seq` is the event's
+    place in its dialog (chat/order.py), for every event both participants get after the 10."""
     return {
         "type": "chat.event",
         "chat": None if chat is None else str(chat),
         "code": code,
+        "seq": seq,
         "body": event_body(code, chat=chat, sender=sender, service=service, content=content),
     }

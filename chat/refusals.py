@@ -8,11 +8,12 @@ DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
 class Refusal(Exception):
     """Carries the error object of events 11/21/31: a slug, a human detail, maybe a field."""
 
-    def __init__(self, slug: str, detail: str, field: str | None = None) -> None:
+    def __init__(self, slug: str, detail: str, field: str | None = None, *, after_seq: int | None = None) -> None:
         super().__init__(detail)
         self.slug = slug
         self.detail = detail
         self.field = field
+        self.after_seq = after_seq  # `dialog_ended`: the seq of the 30 it must not overtake
 
     def as_error(self) -> dict:
         error = {"error": self.slug, "detail": self.detail}

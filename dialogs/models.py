@@ -44,6 +44,9 @@ class Dialog(models.Model):
     ended_by = models.ForeignKey(
         "matching.PoolUser", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
+    last_seq = models.PositiveIntegerField(
+        default=0, help_text="The sequence number of the dialog's latest event (messages and its end).",
+    )
 
     class Meta:
         indexes = [models.Index(fields=["status", "started_at"], name="dialog_status_idx")]
@@ -70,6 +73,9 @@ class Message(models.Model):
     author = models.ForeignKey("matching.PoolUser", on_delete=models.PROTECT, related_name="+")
     content = models.TextField()
     created_at = models.DateTimeField(default=timezone.now)
+    seq = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Its place among the dialog's events, as both participants received them.",
+    )
 
     class Meta:
         ordering = ["created_at", "id"]

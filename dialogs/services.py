@@ -26,7 +26,7 @@ def _check_owned_active(dialog: Dialog | None, sender: uuid.UUID, held_user: uui
     if sender != held_user or sender not in (dialog.first_id, dialog.second_id):
         raise Refusal("not_participant", "senderUUID is not this connection's user in this dialog", "senderUUID")
     if dialog.status != Dialog.Status.ACTIVE:
-        raise Refusal("dialog_ended", "This dialog has ended", "chatUUID")
+        raise Refusal("dialog_ended", "This dialog has ended", "chatUUID", after_seq=dialog.last_seq)
     return dialog
 
 
@@ -36,7 +36,7 @@ def _locked_dialogs(chats) -> dict[uuid.UUID, Dialog]:
     dialogs = (
         Dialog.objects.select_for_update(of=("self",))
         .select_related("first", "second")
-        .only("status", "first__channel_name", "second__channel_name", "first", "second")
+        .only("status", "last_seq", "first__channel_name", "second__channel_name", "first", "second")
         .filter(pk__in=chats)
         .order_by("pk")
     )
@@ -61,10 +61,14 @@ def messages_store(drafts: list[MessageDraft]) -> list[list[Notice] | Refusal]:
             except Refusal as refusal:
                 results.append(refusal)
                 continue
-            rows.append(Message(dialog=dialog, author_id=draft.sender, content=draft.content))
-            event = events.chat_event(events.MESSAGE, dialog.pk, sender=draft.sender, content=draft.content)
+            dialog.last_seq += 1
+            rows.append(Message(dialog=dialog, author_id=draft.sender, content=draft.content, seq=dialog.last_seq))
+            event = events.chat_event(
+                events.MESSAGE, dialog.pk, sender=draft.sender, content=draft.content, seq=dialog.last_seq
+            )
             results.append(_to_participants(dialog, event))
         Message.objects.bulk_create(rows)
+        Dialog.objects.bulk_update({row.dialog for row in rows}, ["last_seq"])
     return results
 
 
@@ -95,7 +99,8 @@ def _end(dialog: Dialog, *, ended_by, reason: str) -> list[Notice]:
     dialog.ended_at = now
     dialog.end_reason = reason
     dialog.ended_by_id = ended_by
-    dialog.save(update_fields=["status", "ended_at", "end_reason", "ended_by"])
+    dialog.last_seq += 1  # the 30 is the dialog's last event: nothing is sequenced after it
+    dialog.save(update_fields=["status", "ended_at", "end_reason", "ended_by", "last_seq"])
     # The dialog is locked first, then its users by primary key: the order in which the pool
     # services lock them too, so that a stop and the partner's disconnect cannot deadlock.
     list(PoolUser.objects.select_for_update().filter(pk__in=[dialog.first_id, dialog.second_id]).order_by("pk"))
@@ -105,5 +110,6 @@ def _end(dialog: Dialog, *, ended_by, reason: str) -> list[Notice]:
     transaction.on_commit(
         lambda: logger.info("event=dialog_end chat=%s reason=%s ended_by=%s", dialog.id, reason, ended_by)
     )
-    return _to_participants(dialog, events.chat_event(events.LEFT, dialog.id, sender=ended_by, service={"reason": reason}))
+    end = events.chat_event(events.LEFT, dialog.id, sender=ended_by, service={"reason": reason}, seq=dialog.last_seq)
+    return _to_participants(dialog, end)
 

@@ -12,6 +12,7 @@ from django.conf import settings
 from chat import events
 from chat.events import Notice
 from chat.notify import send_notices
+from chat.order import DialogOrder
 from chat.refusals import DATABASE_UNAVAILABLE, Refusal, unavailable
 from chat.requests import DialogRequest, message_draft, parse_dialog_request, parse_start
 from dialogs.services import dialog_stop, messages_store
@@ -65,6 +66,8 @@ class ChatConsumer(StompConsumer):
         self.message_bucket = TokenBucket(*settings.RANDOMCHAT_RATE_MESSAGE)
         self.rate_refusals = 0
         self.waiting_since: float | None = None
+        self.order = DialogOrder()
+        self.gap_timer: asyncio.Task | None = None
         live_channels.add(self.channel_name)
         metrics.OPEN_CONNECTIONS.inc()
         await super().connect()
@@ -75,6 +78,7 @@ class ChatConsumer(StompConsumer):
         live_channels.discard(self.channel_name)
         metrics.OPEN_CONNECTIONS.dec()
         self._cancel_confirm_timer()
+        self._cancel_gap_timer()
         try:
             result = await database_sync_to_async(pool.pool_leave)(
                 channel_name=self.channel_name, reason=self.drop_reason or "disconnect"
@@ -114,7 +118,7 @@ class ChatConsumer(StompConsumer):
         except Refusal as refusal:
             await self.refuse(events.MESSAGE_REFUSED, refusal, request)
             return
-        await send_notices(self.channel_layer, notices)
+        await self.publish(notices)
 
     async def send_stop(self, frame: Frame) -> None:
         request, invalid = parse_or_refusal(frame.body)  # any body cancels waiting
@@ -130,12 +134,13 @@ class ChatConsumer(StompConsumer):
         except Refusal as refusal:
             await self.refuse(events.STOP_REFUSED, refusal, request)
             return
-        await send_notices(self.channel_layer, notices)
+        await self.publish(notices)
 
     # Channel-layer events
 
     async def chat_event(self, event: dict) -> None:
-        """Deliver an event; none of an earlier dialog passes once the next one has begun."""
+        """Deliver an event in its dialog's order; none of an earlier dialog passes once the
+        next one has begun."""
         chat, code = event["chat"], event["code"]
         if code == events.PAIRED:
             self._cancel_confirm_timer()
@@ -144,12 +149,18 @@ class ChatConsumer(StompConsumer):
                 metrics.PAIRING_WAIT.observe(asyncio.get_running_loop().time() - self.waiting_since)
                 self.waiting_since = None
             logger.info("event=pair session=%s chat=%s user=%s", self.session_id, chat, self.user_id)
+            await self.emit(self.order.begin())
         elif chat is not None and chat != self.dialog_id:
             return
-        await self.deliver(event)
-        metrics.EVENTS_DELIVERED.labels(code).inc()
-        if code == events.MESSAGE:
-            metrics.MESSAGES_DELIVERED.inc()
+        seq = event.get("seq")
+        await self.emit(self.order.push(seq, event) if seq is not None else self.order.push_unordered(event))
+
+    async def order_gap(self, event: dict) -> None:
+        """An event of the dialog never came (lost with a dead process): send what waits for it."""
+        if self.gap_timer is not None:  # that gap was filled, and a newer one is being timed
+            return
+        logger.warning("event=order_gap session=%s chat=%s", self.session_id, self.dialog_id)
+        await self.emit(self.order.skip_gap())
 
     async def pair_offer(self, event: dict) -> None:
         await self.pool_step(
@@ -199,9 +210,40 @@ class ChatConsumer(StompConsumer):
             await self.reject(f"Rate limit exceeded {self.rate_refusals} times in a row", kind="rate_limited")
         raise Refusal("rate_limited", "Too many requests; slow down")
 
+    async def publish(self, notices: list[Notice]) -> None:
+        """Send the notices. This connection's own events are taken at once, in their place in
+        the dialog's order, so that they go out before the receipt of the frame that caused them."""
+        others = []
+        for notice in notices:
+            if notice.channel == self.channel_name and notice.message["type"] == "chat.event":
+                await self.chat_event(notice.message)
+            else:
+                others.append(notice)
+        await send_notices(self.channel_layer, others)
+
+    async def emit(self, ready: list) -> None:
+        """Send what the dialog's order let go: events, and frames that waited behind them."""
+        for item in ready:
+            if isinstance(item, Frame):
+                await self.send_frame(item)
+                continue
+            await self.deliver(item)
+            code = item.get("code")
+            if code is not None:
+                metrics.EVENTS_DELIVERED.labels(code).inc()
+                if code == events.MESSAGE:
+                    metrics.MESSAGES_DELIVERED.inc()
+        if self.order.waiting and self.gap_timer is None:
+            self.gap_timer = asyncio.get_running_loop().create_task(self._gap_timeout())
+        elif not self.order.waiting:
+            self._cancel_gap_timer()
+
+    async def send_answer(self, frame: Frame) -> None:
+        await self.emit(self.order.push_unordered(frame))
+
     async def apply(self, result: pool.PoolResult) -> None:
         """Send the notices, and time any claim this user made."""
-        await send_notices(self.channel_layer, result.notices)
+        await self.publish(result.notices)
         for notice in result.notices:
             if notice.message["type"] == "pair.offer" and notice.message["claimant"] == str(self.user_id):
                 self._start_confirm_timer()
@@ -217,7 +259,11 @@ class ChatConsumer(StompConsumer):
             sender=request.sender if request else None,
             service=refusal.as_error(),
         )
-        await self.deliver({"body": body})
+        item = {"body": body}
+        if refusal.after_seq is not None and request.chat == self.dialog_id:
+            await self.emit(self.order.push_after(refusal.after_seq, item))
+        else:
+            await self.emit(self.order.push_unordered(item))
 
     def _start_confirm_timer(self) -> None:
         self._cancel_confirm_timer()
@@ -227,6 +273,17 @@ class ChatConsumer(StompConsumer):
         if self.confirm_timer is not None:
             self.confirm_timer.cancel()
             self.confirm_timer = None
+
+    def _cancel_gap_timer(self) -> None:
+        if self.gap_timer is not None:
+            self.gap_timer.cancel()
+            self.gap_timer = None
+
+    async def _gap_timeout(self) -> None:
+        """Through the channel, so that the gap is skipped between two handlers, never inside one."""
+        await asyncio.sleep(settings.RANDOMCHAT_ORDER_GAP_SECONDS)
+        self.gap_timer = None
+        await send_notices(self.channel_layer, [Notice(self.channel_name, {"type": "order.gap"})])
 
     async def _confirm_timeout(self, claimant: str) -> None:
         await asyncio.sleep(settings.RANDOMCHAT_PAIR_CONFIRM_TIMEOUT)

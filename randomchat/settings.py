@@ -225,6 +225,9 @@ RANDOMCHAT_RATE_FRAME = env_rate("RANDOMCHAT_RATE_FRAME", 20, 200)
 RANDOMCHAT_INBOUND_FRAMES = env_rate("RANDOMCHAT_INBOUND_FRAMES", 50, 100)
 RANDOMCHAT_INBOUND_BYTES = env_rate("RANDOMCHAT_INBOUND_BYTES", 256 * 1024, 1024 * 1024)
 RANDOMCHAT_INBOUND_QUEUE = env_int("RANDOMCHAT_INBOUND_QUEUE", 32)
+# How long a connection holds a dialog's event that came before an earlier one (seconds):
+# past that, the earlier one is taken as lost (a process died between commit and send).
+RANDOMCHAT_ORDER_GAP_SECONDS = float(os.environ.get("RANDOMCHAT_ORDER_GAP_SECONDS", "5"))
 # How long a notice is retried while the channel layer (Redis) is unavailable.
 RANDOMCHAT_LAYER_RETRY_SECONDS = float(os.environ.get("RANDOMCHAT_LAYER_RETRY_SECONDS", "15"))
 # Pause before a pairing step that failed on an unavailable database is tried again (s).

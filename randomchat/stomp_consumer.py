@@ -198,7 +198,7 @@ class StompConsumer(AsyncWebsocketConsumer):
         await handler(frame)
         receipt = frame.get(f.HDR_RECEIPT)
         if receipt is not None and command not in (f.CMD_CONNECT, f.CMD_STOMP) and not self.closing:
-            await self.send_frame(Frame(f.CMD_RECEIPT, ((f.HDR_RECEIPT_ID, receipt),)))
+            await self.send_answer(Frame(f.CMD_RECEIPT, ((f.HDR_RECEIPT_ID, receipt),)))
         if command == f.CMD_DISCONNECT:
             self.closing = True
             await self.close()
@@ -338,6 +338,11 @@ class StompConsumer(AsyncWebsocketConsumer):
 
     async def stomp_connected(self) -> None:
         """Called once the client is CONNECTED."""
+
+    async def send_answer(self, frame: Frame) -> None:
+        """Send a frame that answers a client frame (a RECEIPT); a subclass may hold it
+        behind the events that frame caused."""
+        await self.send_frame(frame)
 
     # Outbound
 

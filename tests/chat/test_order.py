@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
+from channels.db import database_sync_to_async
 
-from .client import paired
+from dialogs.models import Dialog
+
+from .client import encode, paired
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,3 +32,131 @@ async def test_messages_sent_at_the_same_moment_arrive_in_one_order_for_both(cha
         seen_by_a = [(await a.event_with(20))["content"] for _ in range(2)]
         seen_by_b = [(await b.event_with(20))["content"] for _ in range(2)]
         assert seen_by_a == seen_by_b, f"round {i}"
+
+
+def stomp_send(destination: str, payload: dict, receipt: str | None = None) -> bytes:
+    headers = {"destination": destination, "content-type": "application/json"}
+    if receipt is not None:
+        headers["receipt"] = receipt
+    return encode("SEND", headers, json.dumps(payload).encode())
+
+
+async def frames_until(client, count: int) -> list[str]:
+    """The next `count` frames as short labels: `RECEIPT r`, or an event's code and slug."""
+    labels = []
+    for _ in range(count):
+        frame = await client.frame()
+        if frame.command == "RECEIPT":
+            labels.append(f"RECEIPT {frame.get('receipt-id')}")
+            continue
+        assert frame.command == "MESSAGE", frame
+        event = json.loads(frame.body)
+        error = (event["serviceContent"] or {}).get("error")
+        labels.append(f"{event['eventCode']} {error}" if error else str(event["eventCode"]))
+    return labels
+
+
+def without_refusals(codes: list[int]) -> list[int]:
+    return [code for code in codes if code != 21]
+
+
+async def test_no_message_after_the_30_when_messages_and_a_stop_cross(chat):
+    """PROTOCOL.md §4: a message racing the partner's /stop is delivered to both before the
+    30, or refused with 21 dialog_ended; nothing of the dialog comes after its 30."""
+    for i in range(25):
+        a, b = await chat(), await chat()
+        await a.start()
+        await b.start()
+        ea, eb = await paired(a, b)
+        await asyncio.gather(
+            *(a.send("/message", body(ea, f"a{i}-{n}"), receipt=False) for n in range(3)),
+            b.send("/stop", body(eb, None), receipt=False),
+        )
+        seen = {}
+        for name, client in (("a", a), ("b", b)):
+            events = []
+            while 30 not in [e["eventCode"] for e in events]:
+                events.append(await client.event())
+            if name == "a":  # the sender: one answer for each of its three messages
+                while sum(e["eventCode"] in (20, 21) for e in events) < 3:
+                    events.append(await client.event())
+            await client.nothing(0.2)  # no 20 of this dialog after its 30
+            codes = [e["eventCode"] for e in events]
+            assert without_refusals(codes)[-1] == 30 and set(without_refusals(codes)[:-1]) <= {20}, (i, name, codes)
+            assert codes.index(30) < min([n for n, c in enumerate(codes) if c == 21], default=99), (i, name, codes)
+            seen[name] = [e["content"] for e in events if e["eventCode"] == 20]
+        assert seen["a"] == seen["b"], (i, seen)
+        await a.close()
+        await b.close()
+
+
+async def wait_for_end(chat_uuid: str) -> None:
+    ended = database_sync_to_async(lambda: Dialog.objects.filter(pk=chat_uuid, status=Dialog.Status.ENDED).exists())
+    for _ in range(100):
+        if await ended():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the /stop did not commit")
+
+
+async def test_a_message_committed_before_the_stop_reaches_both_before_the_30(chat, monkeypatch):
+    """The race made certain: the sender's task is held after its batch committed, until the
+    partner's /stop has committed and sent its 30."""
+    from randomchat import consumers
+
+    gate = asyncio.Event()
+    committed = asyncio.Event()
+    submit = consumers.MESSAGES.submit
+
+    async def held_submit(draft):
+        notices = await submit(draft)
+        committed.set()
+        await gate.wait()
+        return notices
+
+    monkeypatch.setattr(consumers.MESSAGES, "submit", held_submit)
+    a, b = await chat(), await chat()
+    await a.start()
+    await b.start()
+    ea, eb = await paired(a, b)
+    sending = asyncio.ensure_future(a.send("/message", body(ea, "first"), receipt=False))
+    await asyncio.wait_for(committed.wait(), 5)
+    await b.send("/stop", body(eb, None), receipt=False)
+    await wait_for_end(ea["chatUUID"])  # its 30 is sent while the 20 is held
+    await b.nothing(0.3)  # b's 30 waits for the 20 before it
+    gate.set()
+    await sending
+    for client in (a, b):
+        first, last = await client.event(), await client.event()
+        assert (first["eventCode"], first["content"], last["eventCode"]) == (20, "first", 30)
+        await client.nothing(0.2)
+
+
+async def test_two_stops_in_one_websocket_message_are_answered_in_frame_order(chat):
+    a, b = await chat(), await chat()
+    await a.start()
+    await b.start()
+    ea, _ = await paired(a, b)
+    stop = body(ea, None)
+    await a.ws.send_to(text_data=(stomp_send("/stop", stop, "s1") + stomp_send("/stop", stop, "s2")).decode())
+    assert await frames_until(a, 4) == ["30", "RECEIPT s1", "31 dialog_ended", "RECEIPT s2"]
+
+
+async def test_a_refusal_does_not_overtake_the_same_connections_earlier_message(chat):
+    a, b = await chat(), await chat()
+    await a.start()
+    await b.start()
+    ea, _ = await paired(a, b)
+    frames = stomp_send("/message", body(ea, "m1"), "m1") + stomp_send("/message", body(ea, ""), "m2")
+    await a.ws.send_to(text_data=frames.decode())
+    assert await frames_until(a, 4) == ["20", "RECEIPT m1", "21 empty_content", "RECEIPT m2"]
+
+
+async def test_a_message_after_the_own_stop_is_refused_after_the_30(chat):
+    a, b = await chat(), await chat()
+    await a.start()
+    await b.start()
+    ea, _ = await paired(a, b)
+    frames = stomp_send("/stop", body(ea, None), "s") + stomp_send("/message", body(ea, "late"), "m")
+    await a.ws.send_to(text_data=frames.decode())
+    assert await frames_until(a, 4) == ["30", "RECEIPT s", "21 dialog_ended", "RECEIPT m"]
