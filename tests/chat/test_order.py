@@ -7,6 +7,7 @@ import json
 
 import pytest
 from channels.db import database_sync_to_async
+from django.db import transaction
 
 from dialogs.models import Dialog
 
@@ -160,3 +161,37 @@ async def test_a_message_after_the_own_stop_is_refused_after_the_30(chat):
     frames = stomp_send("/stop", body(ea, None), "s") + stomp_send("/message", body(ea, "late"), "m")
     await a.ws.send_to(text_data=frames.decode())
     assert await frames_until(a, 4) == ["30", "RECEIPT s", "21 dialog_ended", "RECEIPT m"]
+
+
+async def test_a_message_committed_before_an_admin_end_reaches_both_before_the_30(chat, monkeypatch):
+    """The same race with the dialog ended from the admin (dialogs.maintenance.dialog_end_many)."""
+    from dialogs.maintenance import dialog_end_many
+    from randomchat import consumers
+
+    gate = asyncio.Event()
+    committed = asyncio.Event()
+    submit = consumers.MESSAGES.submit
+
+    async def held_submit(draft):
+        notices = await submit(draft)
+        committed.set()
+        await gate.wait()
+        return notices
+
+    monkeypatch.setattr(consumers.MESSAGES, "submit", held_submit)
+    a, b = await chat(), await chat()
+    await a.start()
+    await b.start()
+    ea, _ = await paired(a, b)
+    sending = asyncio.ensure_future(a.send("/message", body(ea, "first"), receipt=False))
+    await asyncio.wait_for(committed.wait(), 5)
+    ended = await database_sync_to_async(transaction.atomic(dialog_end_many))(dialog_ids=[ea["chatUUID"]])
+    assert ended == [ea["chatUUID"]]
+    await b.nothing(0.3)  # b's 30 waits for the 20 before it
+    gate.set()
+    await sending
+    for client in (a, b):
+        first, last = await client.event(), await client.event()
+        assert (first["eventCode"], first["content"]) == (20, "first")
+        assert (last["eventCode"], last["senderUUID"], last["serviceContent"]) == (30, None, {"reason": "admin"})
+        await client.nothing(0.2)
