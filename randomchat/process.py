@@ -10,6 +10,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from matching import processes
+from matching.liveness import HeartbeatWatch
 
 from chat.notify import send_notices
 
@@ -50,11 +51,13 @@ async def current_process():
 
 async def _beat_forever(process) -> None:
     layer = get_channel_layer()
+    watch = HeartbeatWatch(settings.RANDOMCHAT_PROCESS_TIMEOUT, max_gap=2 * settings.RANDOMCHAT_PROCESS_HEARTBEAT)
     while True:
         await asyncio.sleep(settings.RANDOMCHAT_PROCESS_HEARTBEAT)
         try:
-            await beat_once(process, layer)
+            await beat_once(process, layer, watch)
         except Exception:
+            watch.forget()  # what it saw before an outage of its own proves nothing
             logger.exception("process heartbeat failed id=%s", process.pk)
 
 
@@ -64,10 +67,17 @@ def in_own_thread(function):
     return database_sync_to_async(function, thread_sensitive=False)
 
 
-async def beat_once(process, layer) -> None:
-    await in_own_thread(processes.process_beat)(process)
-    dead, notices = await in_own_thread(processes.process_release_dead)(alive=process)
-    for gone in dead:
-        logger.info("process released id=%s host=%s pid=%s", gone.pk, gone.hostname, gone.pid)
+async def beat_once(process, layer, watch: HeartbeatWatch) -> None:
+    last_beat = process.last_seen
+    notices = []
+    if await in_own_thread(processes.process_beat)(process):
+        logger.warning("process registered again id=%s: it had been taken for dead", process.pk)
+        notices += await in_own_thread(processes.process_tell_stranded)(live_channels=set(live_channels), since=last_beat)
+    beats, gone = await in_own_thread(processes.process_heartbeats)(alive=process)
+    silent = {**watch.observe(beats, asyncio.get_running_loop().time()), **gone}
+    released, released_notices = await in_own_thread(processes.process_release)(silent=silent)
+    for gone_process in released:
+        logger.info("process released id=%s host=%s pid=%s", gone_process.pk, gone_process.hostname, gone_process.pid)
+    notices += released_notices
     notices += await in_own_thread(processes.process_reconcile)(process, set(live_channels))
     await send_notices(layer, notices)
