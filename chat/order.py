@@ -55,6 +55,12 @@ class DialogOrder:
             return []
         return [item]
 
+    def missing(self) -> tuple[int, int] | None:
+        """The first and last seq that something waits for, when anything does."""
+        if not self.waiting:
+            return None
+        return self.next_seq, max(self.held.keys() | self.after.keys())
+
     def skip_gap(self) -> list:
         """Give up on the missing events (a notice lost with a dead process): all that waits goes."""
         ready = []

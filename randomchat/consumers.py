@@ -15,7 +15,7 @@ from chat.notify import send_notices
 from chat.order import DialogOrder
 from chat.refusals import DATABASE_UNAVAILABLE, Refusal, unavailable
 from chat.requests import DialogRequest, message_draft, parse_dialog_request, parse_start
-from dialogs.services import dialog_stop, messages_store
+from dialogs.services import dialog_events, dialog_stop, messages_store
 from matching import services as pool
 
 from . import metrics
@@ -93,6 +93,7 @@ class ChatConsumer(StompConsumer):
     async def send_start(self, frame: Frame) -> None:
         try:
             await self.check_rate(self.start_bucket)
+            self.require_layer()
             request = parse_start(frame.body)
             process = await self.ensure_process()
             result = await call(
@@ -112,6 +113,7 @@ class ChatConsumer(StompConsumer):
             await self.check_rate(self.message_bucket)
             if invalid is not None:
                 raise invalid
+            self.require_layer()
             draft = message_draft(request, self.user_id)
             with database_refusal("messages_store"):
                 notices = await MESSAGES.submit(draft)
@@ -123,6 +125,7 @@ class ChatConsumer(StompConsumer):
     async def send_stop(self, frame: Frame) -> None:
         request, invalid = parse_or_refusal(frame.body)  # any body cancels waiting
         try:
+            self.require_layer()
             cancelled = await call(pool.pool_cancel, channel_name=self.channel_name)
             if cancelled is not None:
                 self._cancel_confirm_timer()
@@ -156,10 +159,19 @@ class ChatConsumer(StompConsumer):
         await self.emit(self.order.push(seq, event) if seq is not None else self.order.push_unordered(event))
 
     async def order_gap(self, event: dict) -> None:
-        """An event of the dialog never came (lost with a dead process): send what waits for it."""
+        """An event of the dialog never came (lost with a dead process or a layer outage): read
+        the missing ones from the database, then send what waits."""
         if self.gap_timer is not None:  # that gap was filled, and a newer one is being timed
             return
-        logger.warning("event=order_gap session=%s chat=%s", self.session_id, self.dialog_id)
+        missing = self.order.missing()
+        logger.warning("event=order_gap session=%s chat=%s missing=%s", self.session_id, self.dialog_id, missing)
+        if missing is not None and self.dialog_id is not None:
+            try:
+                stored = await call(dialog_events, chat=self.dialog_id, first_seq=missing[0], last_seq=missing[1])
+            except Refusal:  # the database is down too: let what waits go without them
+                stored = []
+            for event in stored:
+                await self.emit(self.order.push(event["seq"], event))
         await self.emit(self.order.skip_gap())
 
     async def pair_offer(self, event: dict) -> None:
@@ -199,6 +211,11 @@ class ChatConsumer(StompConsumer):
     async def ensure_process(self):
         with database_refusal("process_register"):
             return await current_process()
+
+    def require_layer(self) -> None:
+        """While the channel layer is down nobody else could be told: do nothing, say `unavailable`."""
+        if not getattr(self.channel_layer, "available", True):
+            raise unavailable()
 
     async def check_rate(self, bucket: TokenBucket) -> None:
         """Refuse over the limit; close a connection that keeps pushing past it."""

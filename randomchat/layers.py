@@ -24,7 +24,7 @@ trips on a send and ~4 more on a receive, which capped a process at ~500 events/
 - A send to another process is one Lua script: drop expired messages, check capacity
   (ChannelFull), add, renew the key's expiry, as channels-redis's four commands did.
 - Redis down: the reader retries with backoff and logs once per outage, so consumers stay
-  alive waiting on their mailboxes; a send raises, and `notify.with_retry` retries it.
+  alive waiting on their mailboxes; a send raises, and `chat.notify` sends it again later.
   Nothing needs rebuilding afterwards, even if Redis restarted empty: events go to
   connections' own channels, never to groups kept in Redis.
 - Memory: a message for a channel with no consumer here goes to Redis, where it expires.
@@ -48,7 +48,7 @@ from channels.exceptions import ChannelFull
 from channels_redis.core import RedisChannelLayer as BaseRedisChannelLayer
 from redis.commands.core import AsyncScript
 
-from chat.notify import LAYER_UNAVAILABLE
+from chat.notify import LAYER_UNAVAILABLE, Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +108,9 @@ class RedisChannelLayer(BaseRedisChannelLayer):
         # come, as in tests; or any more): (deadline, message), kept `expiry` s as in Redis.
         self.unclaimed: dict[str, collections.deque[tuple[float, dict]]] = {}
         self.last_score = 0.0
+        # False from a failed Redis call until one succeeds: the chat then refuses its
+        # actions with `unavailable` at once instead of waiting out a send's retries.
+        self.available = True
 
     async def send(self, channel, message):
         assert isinstance(message, dict), "message is not a dict"
@@ -131,7 +134,13 @@ class RedisChannelLayer(BaseRedisChannelLayer):
         # messages keep their order even within the clock's resolution.
         self.last_score = score = max(time.time(), self.last_score + 1e-6)
         args = [score, int(self.expiry), self.get_capacity(channel), self.serialize(message)]
-        if not await SEND_SCRIPT(keys=[self.prefix + key], args=args, client=self.connection(index)):
+        try:
+            sent = await SEND_SCRIPT(keys=[self.prefix + key], args=args, client=self.connection(index))
+        except LAYER_UNAVAILABLE:
+            self.available = False
+            raise
+        self.available = True
+        if not sent:
             raise ChannelFull()
 
     async def receive(self, channel):
@@ -173,7 +182,7 @@ class RedisChannelLayer(BaseRedisChannelLayer):
         loop = asyncio.get_running_loop()
         channel = f"{CONSUMER_PREFIX}{self.client_prefix}!"
         key, index = self.prefix + channel, self.consistent_hash(channel)
-        delay = None
+        backoff, failing = Backoff(0.1, 2.0), False
         next_sweep = loop.time() + self.expiry
         try:
             while local.mailboxes:
@@ -188,18 +197,20 @@ class RedisChannelLayer(BaseRedisChannelLayer):
                 except Exception as exc:  # noqa: BLE001 - the reader must outlive any failure
                     if not local.mailboxes:
                         break  # nobody is waiting (the pools may have been closed for good)
-                    if delay is None:
+                    self.available = False
+                    if not failing:
                         logger.warning(
                             "event=layer_unavailable reader error=%s", type(exc).__name__,
                             exc_info=not isinstance(exc, LAYER_UNAVAILABLE),
                         )
-                        delay = 0.1
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 2.0)
+                        failing = True
+                    await asyncio.sleep(backoff.next())
                     continue
-                if delay is not None:
+                self.available = True
+                if failing:
                     logger.info("event=layer_available reader")
-                    delay = None
+                    failing = False
+                    backoff.reset()
                 if loop.time() >= next_sweep:
                     self.sweep(local, loop.time())
                     next_sweep = loop.time() + self.expiry
@@ -244,12 +255,11 @@ class RedisChannelLayer(BaseRedisChannelLayer):
 
     async def receive_through_redis(self, channel):
         """channels-redis's receive, which waits for Redis instead of raising while it is down."""
-        delay = 0.1
+        backoff = Backoff(0.1, 2.0)
         while True:
             try:
                 return await super().receive(channel)
             except LAYER_UNAVAILABLE as exc:
-                if delay == 0.1:
+                if backoff.delay == backoff.first:
                     logger.warning("event=layer_unavailable channel=%s error=%s", channel, type(exc).__name__)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                await asyncio.sleep(backoff.next())

@@ -228,8 +228,9 @@ RANDOMCHAT_INBOUND_QUEUE = env_int("RANDOMCHAT_INBOUND_QUEUE", 32)
 # How long a connection holds a dialog's event that came before an earlier one (seconds):
 # past that, the earlier one is taken as lost (a process died between commit and send).
 RANDOMCHAT_ORDER_GAP_SECONDS = float(os.environ.get("RANDOMCHAT_ORDER_GAP_SECONDS", "5"))
-# How long a notice is retried while the channel layer (Redis) is unavailable.
-RANDOMCHAT_LAYER_RETRY_SECONDS = float(os.environ.get("RANDOMCHAT_LAYER_RETRY_SECONDS", "15"))
+# How long a notice is tried again, in the background, while the channel layer (Redis) is
+# unavailable; the actions of the chat are refused with `unavailable` meanwhile.
+RANDOMCHAT_LAYER_RETRY_SECONDS = float(os.environ.get("RANDOMCHAT_LAYER_RETRY_SECONDS", "300"))
 # Pause before a pairing step that failed on an unavailable database is tried again (s).
 RANDOMCHAT_RETRY_DELAY = float(os.environ.get("RANDOMCHAT_RETRY_DELAY", "1"))
 # Slow readers: a connection whose unsent bytes pass this bound, or whose send buffer stays

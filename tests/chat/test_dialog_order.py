@@ -69,3 +69,13 @@ def test_a_new_dialog_starts_at_seq_1_after_the_last_one_is_let_go():
     order.push(3, "e3")
     assert order.begin() == ["e3"]
     assert order.push(1, "new e1") == ["new e1"]
+
+
+def test_missing_names_the_seqs_something_waits_for():
+    order = DialogOrder()
+    assert order.missing() is None
+    order.push(1, "e1")
+    order.push(4, "e4")
+    assert order.missing() == (2, 4)
+    order.push_after(6, "after the 30")
+    assert order.missing() == (2, 6)

@@ -195,3 +195,32 @@ async def test_a_message_committed_before_an_admin_end_reaches_both_before_the_3
         assert (first["eventCode"], first["content"]) == (20, "first")
         assert (last["eventCode"], last["senderUUID"], last["serviceContent"]) == (30, None, {"reason": "admin"})
         await client.nothing(0.2)
+
+
+async def test_an_event_whose_notice_was_lost_is_read_from_the_database(chat, monkeypatch, settings):
+    """The partner's notice of a stored message is lost (its sender's process died, or Redis
+    was down past the retries): the next event waits for it, and then it is read back."""
+    from randomchat import consumers
+
+    settings.RANDOMCHAT_ORDER_GAP_SECONDS = 0.5
+    a, b = await chat(), await chat()
+    await a.start()
+    await b.start()
+    ea, eb = await paired(a, b)
+    send_notices = consumers.send_notices
+    lose = {"first"}
+
+    async def losing(layer, notices):
+        await send_notices(layer, [n for n in notices if n.message.get("body", b"").find(b'"first"') < 0 or not lose])
+
+    monkeypatch.setattr(consumers, "send_notices", losing)
+    await a.send("/message", body(ea, "first"))
+    assert (await a.event())["content"] == "first"
+    await b.nothing(0.2)  # its notice was lost
+    lose.clear()
+    await a.send("/message", body(ea, "second"))
+    assert (await a.event())["content"] == "second"
+    seen = [(await b.event(timeout=5))["content"] for _ in range(2)]
+    assert seen == ["first", "second"]
+    await b.send("/stop", body(eb, None))
+    assert [(await client.event())["eventCode"] for client in (a, b)] == [30, 30]
