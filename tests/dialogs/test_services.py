@@ -15,18 +15,10 @@ from chat.requests import DialogRequest, message_draft, parse_dialog_request
 from dialogs.services import dialog_end, dialog_stop, messages_store
 from matching import services as pool
 from matching.models import PoolUser
-from tests.matching.factories import request_of
+from tests.support.factories import pair, request_of
 
 pytestmark = pytest.mark.django_db
 Status = PoolUser.Status
-
-
-def pair(a="chan.a", b="chan.b"):
-    first = pool.pool_enter(channel_name=a, request=request_of())
-    offer = pool.pool_enter(channel_name=b, request=request_of()).notices[0]
-    result = pool.pair_confirm(claimed_id=offer.message["claimed"], claimant_id=offer.message["claimant"],
-                               channel_name=a)
-    return first.user_id, uuid.UUID(offer.message["claimant"]), Dialog.objects.get(pk=result.dialog_id)
 
 
 @pytest.fixture

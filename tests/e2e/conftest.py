@@ -16,7 +16,7 @@ import pytest
 # Assertions inside the helper modules get pytest's explanations too.
 pytest.register_assert_rewrite("tests.e2e.clients", "tests.e2e.flow", "tests.e2e.rawstomp")
 
-from tests.live import DaphneServer  # noqa: E402
+from tests.support.live import DaphneServer  # noqa: E402
 
 NODE_DIR = Path(__file__).resolve().parent.parent / "node"
 _servers_key = pytest.StashKey[list]()

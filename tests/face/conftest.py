@@ -9,7 +9,7 @@ import pytest
 
 pytest.register_assert_rewrite("tests.face.stomp_ws")
 
-from tests.live import DaphneServer  # noqa: E402
+from tests.support.live import DaphneServer  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent.parent
 ARTIFACTS = REPO / "tests" / "artifacts"

@@ -10,7 +10,7 @@ from channels.layers import InMemoryChannelLayer
 from django.db import OperationalError, connections
 from django.test import override_settings
 
-from tests.live import free_port
+from tests.support.live import free_port
 
 
 class DeafLayer(InMemoryChannelLayer):

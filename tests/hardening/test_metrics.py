@@ -4,7 +4,7 @@ import pytest
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import pair
+from tests.support.inprocess import pair
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
@@ -24,13 +24,14 @@ def value(samples, name, **labels):
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-async def test_metrics_follow_the_chat(chat_client):
+async def test_metrics_follow_the_chat(chat):
     from asgiref.sync import sync_to_async
 
     before = await sync_to_async(scrape)()
-    waiting = await chat_client()
+    waiting = await chat()
     await waiting.start("de")
-    a, event_a, b, _ = await pair(chat_client)
+    a, b = await chat(), await chat()
+    event_a, _ = await pair(a, b)
     ids = {"chatUUID": event_a["chatUUID"], "senderUUID": event_a["senderUUID"]}
     await a.send_json("/message", {**ids, "content": "hello"})
     await a.event(), await b.event()

@@ -18,7 +18,7 @@ from dialogs.models import Dialog
 from matching import services as pool
 from matching.models import PoolUser
 
-from .factories import request_of
+from tests.support.factories import request_of
 
 CROWD = 200
 WORKERS = 24  # below PostgreSQL's default max_connections, with room for other sessions

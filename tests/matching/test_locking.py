@@ -20,7 +20,7 @@ from dialogs.services import dialog_stop
 from matching import services as pool
 from matching.models import PoolUser
 
-from .factories import pool_user
+from tests.support.factories import pool_user
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

@@ -14,7 +14,7 @@ from matching.models import PoolUser
 from chat import events
 from chat.refusals import Refusal
 
-from .factories import pool_user, request_of
+from tests.support.factories import confirm, pair, pool_user, request_of
 
 pytestmark = pytest.mark.django_db
 Status = PoolUser.Status
@@ -31,21 +31,6 @@ def user(pk) -> PoolUser:
 def event_of(notice: events.Notice) -> dict:
     assert notice.message["type"] == "chat.event"
     return json.loads(notice.message["body"])
-
-
-def confirm(offer: events.Notice) -> pool.PoolResult:
-    """What the claimed user's consumer does with a pair.offer."""
-    assert offer.message["type"] == "pair.offer"
-    return pool.pair_confirm(
-        claimed_id=offer.message["claimed"], claimant_id=offer.message["claimant"], channel_name=offer.channel
-    )
-
-
-def pair(a: str = "chan.a", b: str = "chan.b", a_data=None, b_data=None) -> tuple[uuid.UUID, uuid.UUID, Dialog]:
-    first = start(a, a_data)
-    second = start(b, b_data)
-    result = confirm(second.notices[0])
-    return first.user_id, second.user_id, Dialog.objects.get(pk=result.dialog_id)
 
 
 def snapshot() -> list[tuple]:

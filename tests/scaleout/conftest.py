@@ -19,7 +19,7 @@ import pytest
 
 pytest.register_assert_rewrite("tests.scaleout.wsclient", "tests.scaleout.helpers", "tests.scaleout.services")
 
-from tests.live import DaphneServer, live_servers  # noqa: E402
+from tests.support.live import DaphneServer, live_servers  # noqa: E402
 
 from . import services  # noqa: E402
 

@@ -8,7 +8,7 @@ from dialogs.models import Dialog
 from matching.models import PoolUser, ServerProcess
 from matching.processes import HOSTNAME
 
-from .factories import (
+from tests.support.factories import (
     ago,
     assert_nothing_on,
     live_process,

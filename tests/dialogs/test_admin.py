@@ -3,7 +3,7 @@ from django.urls import reverse
 
 from dialogs.models import Dialog, Message
 from matching.models import PoolUser
-from tests.commands.factories import (
+from tests.support.factories import (
     ago,
     assert_nothing_on,
     make_dialog,

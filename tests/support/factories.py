@@ -1,4 +1,4 @@
-"""Rows and channel-layer helpers shared by the command and admin tests."""
+"""Rows as the services store them, and channel-layer helpers, for tests that skip the wire."""
 
 from __future__ import annotations
 
@@ -6,13 +6,16 @@ import asyncio
 import itertools
 import json
 import os
+import uuid
 from datetime import timedelta
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.utils import timezone
 
+from chat.requests import StartRequest, parse_start
 from dialogs.models import Dialog, Message
+from matching import services as pool
 from matching.models import PoolUser, ServerProcess
 from matching.processes import HOSTNAME
 
@@ -31,6 +34,38 @@ def live_process() -> ServerProcess:
 def make_user(*, channel: str | None = None, status=PoolUser.Status.WAITING, language="en", **fields) -> PoolUser:
     return PoolUser.objects.create(
         channel_name=channel or f"test.channel.{next(_serial)}", status=status, language=language, **fields
+    )
+
+
+def request_of(data: dict | None = None, **fields) -> StartRequest:
+    data = {"languageCode": "en", **(data or {}), **fields}
+    return parse_start(json.dumps(data).encode())
+
+
+def pool_user(data: dict | None = None, *, status=PoolUser.Status.WAITING, **extra) -> PoolUser:
+    """A user stored the way pool_enter stores one."""
+    request = request_of(data)
+    return PoolUser.objects.create(
+        **pool.user_fields(request),
+        channel_name=extra.pop("channel_name", f"test.{uuid.uuid4().hex}"),
+        status=status,
+        **extra,
+    )
+
+
+def pair(a: str = "chan.a", b: str = "chan.b", a_data=None, b_data=None) -> tuple[uuid.UUID, uuid.UUID, Dialog]:
+    """Two users paired through the services, as their consumers would: (first, second, dialog)."""
+    first = pool.pool_enter(channel_name=a, request=request_of(a_data))
+    second = pool.pool_enter(channel_name=b, request=request_of(b_data))
+    result = confirm(second.notices[0])
+    return first.user_id, second.user_id, Dialog.objects.get(pk=result.dialog_id)
+
+
+def confirm(offer) -> pool.PoolResult:
+    """What the claimed user's consumer does with a pair.offer notice."""
+    assert offer.message["type"] == "pair.offer"
+    return pool.pair_confirm(
+        claimed_id=offer.message["claimed"], claimant_id=offer.message["claimant"], channel_name=offer.channel
     )
 
 

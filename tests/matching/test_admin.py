@@ -7,7 +7,7 @@ from django.urls import reverse
 from dialogs.models import Dialog
 from matching.admin import format_duration
 from matching.models import PoolUser
-from tests.commands.factories import (
+from tests.support.factories import (
     ago,
     assert_nothing_on,
     live_process,

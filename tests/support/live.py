@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 APPLICATION = "randomchat.asgi:application"
 DEFAULT_STARTUP_TIMEOUT = 20.0
 DEFAULT_STOP_TIMEOUT = 10.0
