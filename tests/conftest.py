@@ -13,9 +13,7 @@ from django.db import connections  # noqa: E402
 
 from randomchat.asgi import application  # noqa: E402
 from tests.support.inprocess import StompClient  # noqa: E402
-from tests.support.live import DaphneServer  # noqa: E402
-
-_servers_key = pytest.StashKey[list]()
+from tests.support.live import SERVERS_KEY, DaphneServer, watch  # noqa: E402
 
 
 @pytest.fixture
@@ -81,11 +79,6 @@ def chat(stomp):
 # Live servers
 
 
-def watch(request, server: DaphneServer) -> None:
-    """Attach what `server` logs during this test to its report, should it fail."""
-    request.node.stash.setdefault(_servers_key, []).append((server, server.log_size()))
-
-
 @pytest.fixture
 def start_daphne(request, transactional_db):
     """`start_daphne(env=...)` -> a started DaphneServer on the test database, stopped after the test.
@@ -130,7 +123,7 @@ def daphne_server(start_daphne) -> DaphneServer:
 def pytest_runtest_makereport(item, call):
     report = yield
     if report.failed and report.when in ("call", "teardown"):
-        for server, offset in item.stash.get(_servers_key, []):
+        for server, offset in item.stash.get(SERVERS_KEY, []):
             report.sections.append(
                 (f"daphne on port {server.port} ({server.log_path})", server.log(since=offset) or "(no output)")
             )

@@ -12,7 +12,7 @@ from django.test import override_settings
 from dialogs.models import Dialog, Message
 from matching.models import PoolUser
 
-from tests.support.inprocess import StompClient, pair, paired
+from tests.support.inprocess import StompClient, pair
 
 
 async def refusal(client: StompClient, code: int, slug: str, *, chat=None, sender=None, field=None) -> dict:

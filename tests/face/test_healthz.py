@@ -75,8 +75,8 @@ def test_healthz_no_layer(client):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_healthz_on_a_live_server(live_server_face):
-    with urllib.request.urlopen(live_server_face.http_url + "/healthz", timeout=10) as response:
+def test_healthz_on_a_live_server(daphne_server):
+    with urllib.request.urlopen(daphne_server.http_url + "/healthz", timeout=10) as response:
         assert response.status == 200
         assert response.headers["Content-Type"] == "application/json"
         assert json.loads(response.read()) == {"status": "ok", "database": "ok", "channel_layer": "ok"}

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from tests.support.events import LEFT, MESSAGE, PAIRED, start_body
+from tests.support.wire import WireClient, close_all, pair, start_stored
+
 from . import helpers
-from .wsclient import LEFT, MESSAGE, PAIRED, StompWs, close_all, pair, start_body, start_stored
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -30,16 +32,16 @@ NEWCOMER_BODY = dict(gender="female", target_gender="male")
 class Scene:
     p1: object
     p2: object
-    waiting: list[StompWs]  # on p1
-    inside: list[StompWs]  # on p1, each in a dialog with the partner of the same index
-    partners: list[StompWs]  # on p2
-    control: list[StompWs]  # a dialog inside p2
-    newcomer: StompWs  # on p2, opened, not started
-    late: StompWs  # on p2, opened, not started
+    waiting: list[WireClient]  # on p1
+    inside: list[WireClient]  # on p1, each in a dialog with the partner of the same index
+    partners: list[WireClient]  # on p2
+    control: list[WireClient]  # a dialog inside p2
+    newcomer: WireClient  # on p2, opened, not started
+    late: WireClient  # on p2, opened, not started
     w_users: list[str] = field(default_factory=list)  # the W users' ids
 
     @property
-    def clients(self) -> list[StompWs]:
+    def clients(self) -> list[WireClient]:
         return [*self.waiting, *self.inside, *self.partners, *self.control, self.newcomer, self.late]
 
 
@@ -47,12 +49,12 @@ async def build_scene(p1, p2) -> Scene:
     scene = Scene(
         p1=p1,
         p2=p2,
-        waiting=[StompWs(p1.ws_url, f"W{i}@p1") for i in range(WAITING)],
-        inside=[StompWs(p1.ws_url, f"D{i}@p1") for i in range(DIALOGS)],
-        partners=[StompWs(p2.ws_url, f"E{i}@p2") for i in range(DIALOGS)],
-        control=[StompWs(p2.ws_url, "C1@p2"), StompWs(p2.ws_url, "C2@p2")],
-        newcomer=StompWs(p2.ws_url, "N@p2"),
-        late=StompWs(p2.ws_url, "N2@p2"),
+        waiting=[WireClient(p1.ws_url, f"W{i}@p1") for i in range(WAITING)],
+        inside=[WireClient(p1.ws_url, f"D{i}@p1") for i in range(DIALOGS)],
+        partners=[WireClient(p2.ws_url, f"E{i}@p2") for i in range(DIALOGS)],
+        control=[WireClient(p2.ws_url, "C1@p2"), WireClient(p2.ws_url, "C2@p2")],
+        newcomer=WireClient(p2.ws_url, "N@p2"),
+        late=WireClient(p2.ws_url, "N2@p2"),
     )
     await asyncio.gather(*(c.open() for c in scene.clients))
     for i, w in enumerate(scene.waiting):
@@ -73,7 +75,7 @@ async def build_scene(p1, p2) -> Scene:
     return scene
 
 
-async def _waiting_user_id(client: StompWs) -> str:
+async def _waiting_user_id(client: WireClient) -> str:
     """A waiting client has no 10 yet, so its user id comes from the database (by name)."""
     name = client.label.split("@")[0]
 
