@@ -148,14 +148,19 @@ async def test_disconnect_in_a_dialog_tells_the_partner(chat, how):
     assert (await b.event_with(21))["serviceContent"]["error"] == "dialog_ended"
 
 
-async def test_start_again_after_the_dialog_gets_a_new_sender_uuid(chat):
+async def ended_then_paired_again(chat) -> tuple[list, dict, dict, dict, dict]:
+    """a and b in a dialog that b stops; then a and c in a new one: the clients and four 10 events."""
     a, b, c = await chat(), await chat(), await chat()
     first_a, first_b = await pair(a, b)
     await b.stop(first_b["chatUUID"], first_b["senderUUID"])
     await a.event_with(30)
     await b.event_with(30)
-
     second_a, second_c = await pair(a, c)
+    return [a, b, c], first_a, first_b, second_a, second_c
+
+
+async def test_start_again_after_the_dialog_gets_a_new_sender_uuid(chat):
+    (a, b, c), first_a, first_b, second_a, second_c = await ended_then_paired_again(chat)
     assert second_a["senderUUID"] != first_a["senderUUID"]
     assert second_a["chatUUID"] != first_a["chatUUID"]
     assert (await user(first_a["senderUUID"])).status == Status.ENDED  # kept, as history
@@ -171,12 +176,7 @@ async def test_start_again_after_the_dialog_gets_a_new_sender_uuid(chat):
 
 
 async def test_no_event_of_an_ended_dialog_after_the_next_pairing(chat, layer):
-    a, b, c = await chat(), await chat(), await chat()
-    old_a, old_b = await pair(a, b)
-    await b.stop(old_b["chatUUID"], old_b["senderUUID"])
-    await a.event_with(30)
-    await b.event_with(30)
-    new_a, new_c = await pair(a, c)
+    (a, b, c), old_a, old_b, new_a, new_c = await ended_then_paired_again(chat)
 
     # Late events of the old dialog, as a slow layer or another process could deliver them.
     channel = await channel_of(new_a["senderUUID"])

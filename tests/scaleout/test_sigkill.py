@@ -10,6 +10,7 @@ never be paired with a W: she waits until a live man arrives, and is paired with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -45,7 +46,9 @@ class Scene:
         return [*self.waiting, *self.inside, *self.partners, *self.control, self.newcomer, self.late]
 
 
-async def build_scene(p1, p2) -> Scene:
+@contextlib.asynccontextmanager
+async def scene_on(p1, p2):
+    """The scene below, built on p1 and p2; its clients are closed at the end, whatever happened."""
     scene = Scene(
         p1=p1,
         p2=p2,
@@ -56,6 +59,15 @@ async def build_scene(p1, p2) -> Scene:
         newcomer=WireClient(p2.ws_url, "N@p2"),
         late=WireClient(p2.ws_url, "N2@p2"),
     )
+    try:
+        await build(scene)
+        yield scene
+    finally:
+        await close_all(scene.clients)
+
+
+async def build(scene: Scene) -> None:
+    p1, p2 = scene.p1, scene.p2
     await asyncio.gather(*(c.open() for c in scene.clients))
     for i, w in enumerate(scene.waiting):
         await start_stored(w, start_body(f"W{i}", "de", **W_BODY))
@@ -72,7 +84,6 @@ async def build_scene(p1, p2) -> Scene:
         assert held[d.user].status == "paired" and held[d.user].process.pid == p1.process.pid
     for e in scene.partners:
         assert held[e.user].status == "paired" and held[e.user].process.pid == p2.process.pid
-    return scene
 
 
 async def _waiting_user_id(client: WireClient) -> str:
@@ -157,9 +168,7 @@ async def test_sigkill_heartbeat_releases_without_operator(cluster, timings, whe
     names another host, so only its stale heartbeat gives it away (the cross-host case).
     """
     p1, p2 = cluster(2, RANDOMCHAT_PROCESS_HEARTBEAT=1, RANDOMCHAT_PROCESS_TIMEOUT=5)
-    scene = None
-    try:
-        scene = await build_scene(p1, p2)
+    async with scene_on(p1, p2) as scene:
         if where == "other-host":
             assert await helpers.in_thread(_mark_remote, p1.process.pid) == 1
         killed_at = helpers.sigkill(p1)
@@ -170,18 +179,13 @@ async def test_sigkill_heartbeat_releases_without_operator(cluster, timings, whe
         # Past the release and a pair-confirm timeout (5 s) for any claim made before it.
         await assert_no_ghost_partner(scene, watch_until=max(time.monotonic() + 2, killed_at + 12))
         await assert_final_state(scene)
-    finally:
-        if scene is not None:
-            await close_all(scene.clients)
 
 
 @pytest.mark.timeout(120)
 async def test_sigkill_prune_pool_releases_at_once(cluster, timings):
     """Heartbeats too slow to matter (30 s / 60 s): `prune_pool` right after the kill does it."""
     p1, p2 = cluster(2, RANDOMCHAT_PROCESS_HEARTBEAT=30, RANDOMCHAT_PROCESS_TIMEOUT=60)
-    scene = None
-    try:
-        scene = await build_scene(p1, p2)
+    async with scene_on(p1, p2) as scene:
         killed_at = helpers.sigkill(p1)
         output = await helpers.run_command("prune_pool")
         pruned_at = time.monotonic()
@@ -191,9 +195,6 @@ async def test_sigkill_prune_pool_releases_at_once(cluster, timings):
         await newcomer_one_second_after(scene, killed_at)
         await assert_no_ghost_partner(scene, watch_until=time.monotonic() + 6)
         await assert_final_state(scene)
-    finally:
-        if scene is not None:
-            await close_all(scene.clients)
 
 
 @pytest.mark.timeout(120)
@@ -203,9 +204,7 @@ async def test_sigkill_newcomer_before_anyone_noticed(cluster, timings):
     p1, p2 = cluster(
         2, RANDOMCHAT_PROCESS_HEARTBEAT=30, RANDOMCHAT_PROCESS_TIMEOUT=60, RANDOMCHAT_PAIR_CONFIRM_TIMEOUT=1
     )
-    scene = None
-    try:
-        scene = await build_scene(p1, p2)
+    async with scene_on(p1, p2) as scene:
         killed_at = helpers.sigkill(p1)
         await newcomer_one_second_after(scene, killed_at)
         # Five unconfirmed claims of 1 s each, and some slack.
@@ -219,6 +218,3 @@ async def test_sigkill_newcomer_before_anyone_noticed(cluster, timings):
         await helpers.run_command("prune_pool")
         await assert_partners_told(scene, since=time.monotonic(), within=3, timings=timings, label="partners' 30 after late prune_pool")
         await assert_final_state(scene)
-    finally:
-        if scene is not None:
-            await close_all(scene.clients)

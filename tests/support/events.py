@@ -47,6 +47,11 @@ class Event:
         return f"Event({json.dumps(self.body, ensure_ascii=False)[:300]})"
 
 
+def event_body(code: int, *, chat=None, sender=None, service=None, content=None) -> dict:
+    """The JSON body PROTOCOL.md §4 says an event has."""
+    return {"chatUUID": chat, "senderUUID": sender, "eventCode": code, "serviceContent": service, "content": content}
+
+
 def start_body(name: str, language: str = "en", *, gender=None, age=None, target_gender=None, target_age=None) -> dict:
     return {
         "name": name,

@@ -100,6 +100,12 @@ def make_dialog(
     return dialog
 
 
+def listed(response) -> list:
+    """The rows an admin changelist page shows."""
+    assert response.status_code == 200
+    return list(response.context["cl"].result_list)
+
+
 # Channel layer (the in-memory one of the default settings)
 
 
