@@ -13,6 +13,7 @@ def in_ci() -> bool:
 
 def skip_or_fail(reason: str) -> None:
     """Skip with the reason; with CI=true a missing prerequisite fails the test instead."""
+    __tracebackhide__ = True  # the report names the test's line, not this one
     if in_ci():
         pytest.fail(f"{reason} (CI=true: this test must not be skipped)", pytrace=False)
     pytest.skip(reason)
