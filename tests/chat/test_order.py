@@ -96,9 +96,8 @@ async def wait_for_end(chat_uuid: str) -> None:
     raise AssertionError("the /stop did not commit")
 
 
-async def test_a_message_committed_before_the_stop_reaches_both_before_the_30(chat, monkeypatch):
-    """The race made certain: the sender's task is held after its batch committed, until the
-    partner's /stop has committed and sent its 30."""
+def hold_after_commit(monkeypatch) -> tuple[asyncio.Event, asyncio.Event]:
+    """A message's task stops after its batch committed (`committed` is set) until `gate` is set."""
     from randomchat import consumers
 
     gate = asyncio.Event()
@@ -112,6 +111,13 @@ async def test_a_message_committed_before_the_stop_reaches_both_before_the_30(ch
         return notices
 
     monkeypatch.setattr(consumers.MESSAGES, "submit", held_submit)
+    return committed, gate
+
+
+async def test_a_message_committed_before_the_stop_reaches_both_before_the_30(chat, monkeypatch):
+    """The race made certain: the sender's task is held after its batch committed, until the
+    partner's /stop has committed and sent its 30."""
+    committed, gate = hold_after_commit(monkeypatch)
     a, b = await chat(), await chat()
     ea, eb = await pair(a, b)
     sending = asyncio.ensure_future(a.send_json("/message", body(ea, "first")))
@@ -154,19 +160,8 @@ async def test_a_message_after_the_own_stop_is_refused_after_the_30(chat):
 async def test_a_message_committed_before_an_admin_end_reaches_both_before_the_30(chat, monkeypatch):
     """The same race with the dialog ended from the admin (dialogs.maintenance.dialog_end_many)."""
     from dialogs.maintenance import dialog_end_many
-    from randomchat import consumers
 
-    gate = asyncio.Event()
-    committed = asyncio.Event()
-    submit = consumers.MESSAGES.submit
-
-    async def held_submit(draft):
-        notices = await submit(draft)
-        committed.set()
-        await gate.wait()
-        return notices
-
-    monkeypatch.setattr(consumers.MESSAGES, "submit", held_submit)
+    committed, gate = hold_after_commit(monkeypatch)
     a, b = await chat(), await chat()
     ea, _ = await pair(a, b)
     sending = asyncio.ensure_future(a.send_json("/message", body(ea, "first")))
