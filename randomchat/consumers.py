@@ -156,7 +156,10 @@ class ChatConsumer(StompConsumer):
         elif chat is not None and chat != self.dialog_id:
             return
         seq = event.get("seq")
-        await self.emit(self.order.push(seq, event) if seq is not None else self.order.push_unordered(event))
+        if seq is None or event.get("repeat"):
+            await self.emit(self.order.push_unordered(event))
+        else:
+            await self.emit(self.order.push(seq, event))
 
     async def order_gap(self, event: dict) -> None:
         """An event of the dialog never came (lost with a dead process or a layer outage): read
