@@ -66,9 +66,6 @@ class Dialog(models.Model):
     def __str__(self) -> str:
         return f"Dialog {self.id} ({self.status})"
 
-    def partner_of(self, user_id):
-        return self.second_id if user_id == self.first_id else self.first_id
-
 
 class Message(models.Model):
     dialog = models.ForeignKey(Dialog, on_delete=models.CASCADE, related_name="messages")

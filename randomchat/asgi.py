@@ -9,11 +9,11 @@ django_application = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from . import backpressure  # noqa: E402
+from . import daphne_hooks  # noqa: E402
 from .origins import OriginGuard  # noqa: E402
 from .routing import websocket_urlpatterns  # noqa: E402
 
-backpressure.install()
+daphne_hooks.install()
 
 application = ProtocolTypeRouter(
     {
