@@ -22,6 +22,9 @@ class ServerProcess(models.Model):
     started_at = models.DateTimeField(default=timezone.now)
     last_seen = models.DateTimeField(default=timezone.now, db_index=True)
 
+    class Meta:
+        verbose_name_plural = "server processes"
+
     def __str__(self) -> str:
         return f"{self.hostname}:{self.pid}"
 
