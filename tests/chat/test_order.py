@@ -100,32 +100,38 @@ async def wait_for_end(chat_uuid: str) -> None:
     raise AssertionError("the /stop did not commit")
 
 
+class HeldSender:
+    """Holds each sender's task after its message committed, before it sends the notices."""
+
+    def __init__(self, monkeypatch) -> None:
+        from randomchat import consumers
+
+        self.committed, self.gate = asyncio.Event(), asyncio.Event()
+        submit = consumers.MESSAGES.submit
+
+        async def held_submit(draft):
+            notices = await submit(draft)
+            self.committed.set()
+            await self.gate.wait()
+            return notices
+
+        monkeypatch.setattr(consumers.MESSAGES, "submit", held_submit)
+
+
 async def test_a_message_committed_before_the_stop_reaches_both_before_the_30(chat, monkeypatch):
     """The race made certain: the sender's task is held after its batch committed, until the
     partner's /stop has committed and sent its 30."""
-    from randomchat import consumers
-
-    gate = asyncio.Event()
-    committed = asyncio.Event()
-    submit = consumers.MESSAGES.submit
-
-    async def held_submit(draft):
-        notices = await submit(draft)
-        committed.set()
-        await gate.wait()
-        return notices
-
-    monkeypatch.setattr(consumers.MESSAGES, "submit", held_submit)
+    held = HeldSender(monkeypatch)
     a, b = await chat(), await chat()
     await a.start()
     await b.start()
     ea, eb = await paired(a, b)
     sending = asyncio.ensure_future(a.send("/message", body(ea, "first"), receipt=False))
-    await asyncio.wait_for(committed.wait(), 5)
+    await asyncio.wait_for(held.committed.wait(), 5)
     await b.send("/stop", body(eb, None), receipt=False)
     await wait_for_end(ea["chatUUID"])  # its 30 is sent while the 20 is held
     await b.nothing(0.3)  # b's 30 waits for the 20 before it
-    gate.set()
+    held.gate.set()
     await sending
     for client in (a, b):
         first, last = await client.event(), await client.event()
@@ -166,29 +172,18 @@ async def test_a_message_after_the_own_stop_is_refused_after_the_30(chat):
 async def test_a_message_committed_before_an_admin_end_reaches_both_before_the_30(chat, monkeypatch):
     """The same race with the dialog ended from the admin (dialogs.maintenance.dialog_end_many)."""
     from dialogs.maintenance import dialog_end_many
-    from randomchat import consumers
 
-    gate = asyncio.Event()
-    committed = asyncio.Event()
-    submit = consumers.MESSAGES.submit
-
-    async def held_submit(draft):
-        notices = await submit(draft)
-        committed.set()
-        await gate.wait()
-        return notices
-
-    monkeypatch.setattr(consumers.MESSAGES, "submit", held_submit)
+    held = HeldSender(monkeypatch)
     a, b = await chat(), await chat()
     await a.start()
     await b.start()
     ea, _ = await paired(a, b)
     sending = asyncio.ensure_future(a.send("/message", body(ea, "first"), receipt=False))
-    await asyncio.wait_for(committed.wait(), 5)
+    await asyncio.wait_for(held.committed.wait(), 5)
     ended = await database_sync_to_async(transaction.atomic(dialog_end_many))(dialog_ids=[ea["chatUUID"]])
     assert ended == [ea["chatUUID"]]
     await b.nothing(0.3)  # b's 30 waits for the 20 before it
-    gate.set()
+    held.gate.set()
     await sending
     for client in (a, b):
         first, last = await client.event(), await client.event()

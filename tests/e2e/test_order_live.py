@@ -47,13 +47,17 @@ async def crossing_rounds(a: StompWs, b: StompWs, rounds: int = ROUNDS) -> None:
         assert len(delivered["sender"]) + sum(e.code == MESSAGE_REFUSED for e in a.events[marks[a]:]) == 3
 
 
-@pytest.mark.timeout(180)
-async def test_messages_crossing_a_stop_never_follow_the_30(start_daphne):
-    server = start_daphne(env=SERVER_ENV)
-    a, b = StompWs(server.ws_url, "A"), StompWs(server.ws_url, "B")
+async def crossing_rounds_between(url_a: str, url_b: str) -> None:
+    a, b = StompWs(url_a, "A"), StompWs(url_b, "B")
     try:
         await a.open()
         await b.open()
         await crossing_rounds(a, b)
     finally:
         await close_all([a, b])
+
+
+@pytest.mark.timeout(180)
+async def test_messages_crossing_a_stop_never_follow_the_30(start_daphne):
+    server = start_daphne(env=SERVER_ENV)
+    await crossing_rounds_between(server.ws_url, server.ws_url)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.test_order_live import SERVER_ENV, crossing_rounds
-
-from .wsclient import StompWs, close_all
+from tests.e2e.test_order_live import SERVER_ENV, crossing_rounds_between
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -14,10 +12,4 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 @pytest.mark.timeout(240)
 async def test_messages_crossing_a_stop_never_follow_the_30_across_processes(cluster):
     p1, p2 = cluster(2, **SERVER_ENV)
-    a, b = StompWs(p1.ws_url, "A@p1"), StompWs(p2.ws_url, "B@p2")
-    try:
-        await a.open()
-        await b.open()
-        await crossing_rounds(a, b)
-    finally:
-        await close_all([a, b])
+    await crossing_rounds_between(p1.ws_url, p2.ws_url)
