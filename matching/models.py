@@ -31,6 +31,8 @@ class PoolUser(models.Model):
 
     class Status(models.TextChoices):
         WAITING = "waiting", "waiting for a partner"
+        # Written only by the two-phase pairing of earlier versions; rows it left in these
+        # states (a rolling upgrade) still leave the pool like waiting ones.
         CLAIMED = "claimed", "claimed, awaiting its connection's confirmation"
         PAIRING = "pairing", "claiming a waiting user"
         PAIRED = "paired", "in a dialog"
