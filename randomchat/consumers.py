@@ -104,7 +104,8 @@ class ChatConsumer(StompConsumer):
         self.user_id = started.user_id
         self.waiting_since = asyncio.get_running_loop().time()
         logger.info("event=pool_enter session=%s user=%s", self.session_id, started.user_id)
-        await self.publish(started.notices)
+        # Through the channel, even this connection's 10: it follows the /start's RECEIPT.
+        await send_notices(self.channel_layer, started.notices)
 
     async def send_message(self, frame: Frame) -> None:
         request, invalid = parse_or_refusal(frame.body)  # a refusal echoes the ids as sent

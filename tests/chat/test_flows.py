@@ -223,9 +223,13 @@ async def store_unresponsive_user(channel: str, **fields) -> uuid.UUID:
 
 async def reconcile(layer) -> None:
     """What the process's next heartbeat does: release users whose connection is lost."""
+    from django.conf import settings
+
+    from matching.liveness import HeartbeatWatch
     from randomchat.process import beat_once, current_process
 
-    await beat_once(await current_process(), layer)
+    watch = HeartbeatWatch(settings.RANDOMCHAT_PROCESS_TIMEOUT, max_gap=2 * settings.RANDOMCHAT_PROCESS_HEARTBEAT)
+    await beat_once(await current_process(), layer, watch)
 
 
 async def test_waiting_user_whose_connection_is_lost_is_not_paired(chat, layer):
