@@ -29,6 +29,8 @@ class ServerProcess(models.Model):
 
 class PoolStatus(models.TextChoices):
     WAITING = "waiting", "waiting for a partner"
+    # Written only by the two-phase pairing of earlier versions; rows it left in these
+    # states (a rolling upgrade) still leave the pool like waiting ones.
     CLAIMED = "claimed", "claimed, awaiting its connection's confirmation"
     PAIRING = "pairing", "claiming a waiting user"
     PAIRED = "paired", "in a dialog"

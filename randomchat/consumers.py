@@ -15,8 +15,9 @@ from chat.notify import send_notices
 from chat.order import DialogOrder
 from chat.refusals import DATABASE_UNAVAILABLE, Refusal, unavailable
 from chat.requests import DialogRequest, message_draft, parse_dialog_request, parse_start
+from dialogs.pairing import dialogs_start, user_leave
 from dialogs.services import dialog_events, dialog_stop, messages_store
-from matching import services as pool
+from matching.services import Entry, pool_cancel
 
 from . import metrics
 from .batching import Batch
@@ -28,6 +29,8 @@ from .stomp_consumer import StompConsumer
 logger = logging.getLogger(__name__)
 
 MESSAGES = Batch(messages_store)
+# Every /start that arrives while the previous batch is written is paired in the next one.
+STARTS = Batch(lambda entries: dialogs_start(entries, process_id=entries[0].process_id, live_channels=live_channels))
 
 
 @contextlib.contextmanager
@@ -61,7 +64,6 @@ class ChatConsumer(StompConsumer):
     async def connect(self) -> None:
         self.user_id = None  # the user this connection holds (its latest)
         self.dialog_id: str | None = None  # its current or latest dialog
-        self.confirm_timer: asyncio.Task | None = None
         self.start_bucket = TokenBucket(*settings.RANDOMCHAT_RATE_START)
         self.message_bucket = TokenBucket(*settings.RANDOMCHAT_RATE_MESSAGE)
         self.rate_refusals = 0
@@ -74,16 +76,15 @@ class ChatConsumer(StompConsumer):
         logger.info("event=connect session=%s", self.session_id)
 
     async def disconnect(self, code: int) -> None:
+        live_channels.discard(self.channel_name)  # from now on nobody is paired with it
         await super().disconnect(code)
-        live_channels.discard(self.channel_name)
         metrics.OPEN_CONNECTIONS.dec()
-        self._cancel_confirm_timer()
         self._cancel_gap_timer()
         try:
-            result = await database_sync_to_async(pool.pool_leave)(
+            left = await database_sync_to_async(user_leave)(
                 channel_name=self.channel_name, reason=self.drop_reason or "disconnect"
             )
-            await self.apply(result)
+            await self.publish(left.notices)
         except Exception:
             # The process's heartbeat loop releases the user once the database is back.
             logger.exception("event=leave_failed session=%s", self.session_id)
@@ -96,16 +97,16 @@ class ChatConsumer(StompConsumer):
             self.require_layer()
             request = parse_start(frame.body)
             process = await self.ensure_process()
-            result = await call(
-                pool.pool_enter, channel_name=self.channel_name, request=request, process_id=process.pk
-            )
+            with database_refusal("dialogs_start"):
+                started = await STARTS.submit(Entry(self.channel_name, request, process.pk))
         except Refusal as refusal:
             await self.refuse(events.START_REFUSED, refusal)
             return
-        self.user_id = result.user_id
+        self.user_id = started.user_id
         self.waiting_since = asyncio.get_running_loop().time()
-        logger.info("event=pool_enter session=%s user=%s", self.session_id, result.user_id)
-        await self.apply(result)
+        logger.info("event=pool_enter session=%s user=%s", self.session_id, started.user_id)
+        # Through the channel, even this connection's 10: it follows the /start's RECEIPT.
+        await send_notices(self.channel_layer, started.notices)
 
     async def send_message(self, frame: Frame) -> None:
         request, invalid = parse_or_refusal(frame.body)  # a refusal echoes the ids as sent
@@ -126,10 +127,10 @@ class ChatConsumer(StompConsumer):
         request, invalid = parse_or_refusal(frame.body)  # any body cancels waiting
         try:
             self.require_layer()
-            cancelled = await call(pool.pool_cancel, channel_name=self.channel_name)
+            cancelled = await call(pool_cancel, channel_name=self.channel_name)
             if cancelled is not None:
-                self._cancel_confirm_timer()
-                await self.apply(cancelled)
+                left = events.chat_event(events.LEFT, service={"reason": "cancelled"})
+                await self.publish([Notice(self.channel_name, left)])
                 return
             if invalid is not None:
                 raise invalid
@@ -146,7 +147,6 @@ class ChatConsumer(StompConsumer):
         next one has begun."""
         chat, code = event["chat"], event["code"]
         if code == events.PAIRED:
-            self._cancel_confirm_timer()
             self.dialog_id = chat
             if self.waiting_since is not None:
                 metrics.PAIRING_WAIT.observe(asyncio.get_running_loop().time() - self.waiting_since)
@@ -177,39 +177,7 @@ class ChatConsumer(StompConsumer):
                 await self.emit(self.order.push(event["seq"], event))
         await self.emit(self.order.skip_gap())
 
-    async def pair_offer(self, event: dict) -> None:
-        await self.pool_step(
-            event, pool.pair_confirm, claimed_id=event["claimed"], claimant_id=event["claimant"],
-            channel_name=self.channel_name,
-        )
-
-    async def pair_retry(self, event: dict) -> None:
-        if event["user"] == str(self.user_id):
-            await self.pool_step(event, pool.pair_retry, user_id=self.user_id)
-
-    async def pair_declined(self, event: dict) -> None:
-        """The claimed user is gone (or never confirmed): claim the next one."""
-        if event["claimant"] == str(self.user_id):
-            self._cancel_confirm_timer()
-            await self.pool_step(event, pool.pair_release, claimant_id=self.user_id)
-
-    pair_timeout = pair_declined
-
     # Helpers
-
-    async def pool_step(self, event: dict, service, **kwargs) -> None:
-        """A pairing step no client frame waits for: while the database is down, retry it later."""
-        try:
-            result = await call(service, **kwargs)
-        except Refusal:
-            asyncio.get_running_loop().create_task(self._redeliver(event))
-            return
-        await self.apply(result)
-
-    async def _redeliver(self, event: dict) -> None:
-        await asyncio.sleep(settings.RANDOMCHAT_RETRY_DELAY)
-        if not self.closing:
-            await send_notices(self.channel_layer, [Notice(self.channel_name, event)])
 
     async def ensure_process(self):
         with database_refusal("process_register"):
@@ -261,13 +229,6 @@ class ChatConsumer(StompConsumer):
     async def send_answer(self, frame: Frame) -> None:
         await self.emit(self.order.push_unordered(frame))
 
-    async def apply(self, result: pool.PoolResult) -> None:
-        """Send the notices, and time any claim this user made."""
-        await self.publish(result.notices)
-        for notice in result.notices:
-            if notice.message["type"] == "pair.offer" and notice.message["claimant"] == str(self.user_id):
-                self._start_confirm_timer()
-
     async def refuse(self, code: int, refusal: Refusal, request: DialogRequest | None = None) -> None:
         if self.closing:  # rejected meanwhile (sustained abuse): the ERROR said it all
             return
@@ -285,15 +246,6 @@ class ChatConsumer(StompConsumer):
         else:
             await self.emit(self.order.push_unordered(item))
 
-    def _start_confirm_timer(self) -> None:
-        self._cancel_confirm_timer()
-        self.confirm_timer = asyncio.get_running_loop().create_task(self._confirm_timeout(str(self.user_id)))
-
-    def _cancel_confirm_timer(self) -> None:
-        if self.confirm_timer is not None:
-            self.confirm_timer.cancel()
-            self.confirm_timer = None
-
     def _cancel_gap_timer(self) -> None:
         if self.gap_timer is not None:
             self.gap_timer.cancel()
@@ -304,9 +256,3 @@ class ChatConsumer(StompConsumer):
         await asyncio.sleep(settings.RANDOMCHAT_ORDER_GAP_SECONDS)
         self.gap_timer = None
         await send_notices(self.channel_layer, [Notice(self.channel_name, {"type": "order.gap"})])
-
-    async def _confirm_timeout(self, claimant: str) -> None:
-        await asyncio.sleep(settings.RANDOMCHAT_PAIR_CONFIRM_TIMEOUT)
-        self.confirm_timer = None
-        timeout = {"type": "pair.timeout", "claimant": claimant}
-        await send_notices(self.channel_layer, [Notice(self.channel_name, timeout)])

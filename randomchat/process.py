@@ -9,6 +9,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from dialogs import pairing
 from matching import processes
 from matching.liveness import HeartbeatWatch
 
@@ -42,6 +43,7 @@ async def current_process():
         process = _registered.get(loop)
         if process is None:
             process = await database_sync_to_async(processes.process_register)()
+            await in_own_thread(processes.process_presence_hold)(process)
             _registered.clear()
             _registered[loop] = process
             loop.create_task(_beat_forever(process))
@@ -73,11 +75,12 @@ async def beat_once(process, layer, watch: HeartbeatWatch) -> None:
     if await in_own_thread(processes.process_beat)(process):
         logger.warning("process registered again id=%s: it had been taken for dead", process.pk)
         notices += await in_own_thread(processes.process_tell_stranded)(live_channels=set(live_channels), since=last_beat)
+    await in_own_thread(processes.process_presence_hold)(process)  # again, if its connection was lost
     beats, gone = await in_own_thread(processes.process_heartbeats)(alive=process)
     silent = {**watch.observe(beats, asyncio.get_running_loop().time()), **gone}
-    released, released_notices = await in_own_thread(processes.process_release)(silent=silent)
+    released, released_notices = await in_own_thread(pairing.process_release)(silent=silent)
     for gone_process in released:
         logger.info("process released id=%s host=%s pid=%s", gone_process.pk, gone_process.hostname, gone_process.pid)
     notices += released_notices
-    notices += await in_own_thread(processes.process_reconcile)(process, set(live_channels))
+    notices += await in_own_thread(pairing.process_reconcile)(process, set(live_channels))
     await send_notices(layer, notices)

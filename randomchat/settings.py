@@ -202,8 +202,6 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("RANDOMCHAT_LOG_LEVEL", "INFO")},
     "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
 }
-# How long a claimed user's connection has to confirm a pair before the claim moves on.
-RANDOMCHAT_PAIR_CONFIRM_TIMEOUT = float(os.environ.get("RANDOMCHAT_PAIR_CONFIRM_TIMEOUT", "5"))
 # Each process beats this often (s); one silent for RANDOMCHAT_PROCESS_TIMEOUT is dead and
 # its users are released (their partners get 30 "disconnect").
 RANDOMCHAT_PROCESS_HEARTBEAT = float(os.environ.get("RANDOMCHAT_PROCESS_HEARTBEAT", "5"))
@@ -231,8 +229,6 @@ RANDOMCHAT_ORDER_GAP_SECONDS = float(os.environ.get("RANDOMCHAT_ORDER_GAP_SECOND
 # How long a notice is tried again, in the background, while the channel layer (Redis) is
 # unavailable; the actions of the chat are refused with `unavailable` meanwhile.
 RANDOMCHAT_LAYER_RETRY_SECONDS = float(os.environ.get("RANDOMCHAT_LAYER_RETRY_SECONDS", "300"))
-# Pause before a pairing step that failed on an unavailable database is tried again (s).
-RANDOMCHAT_RETRY_DELAY = float(os.environ.get("RANDOMCHAT_RETRY_DELAY", "1"))
 # Slow readers: a connection whose unsent bytes pass this bound, or whose send buffer stays
 # full this long, is closed (Spring: 512 KiB, 10 s).
 RANDOMCHAT_SLOW_READER_BYTES = env_int("RANDOMCHAT_SLOW_READER_BYTES", 512 * 1024)

@@ -13,20 +13,19 @@ from chat import events
 from chat.refusals import Refusal
 from chat.requests import DialogRequest, message_draft, parse_dialog_request
 from dialogs.services import dialog_end, dialog_stop, messages_store
+from dialogs.pairing import user_leave
 from matching import services as pool
 from matching.models import PoolUser
-from tests.matching.factories import request_of
+from tests.matching.factories import start
 
 pytestmark = pytest.mark.django_db
 Status = PoolUser.Status
 
 
 def pair(a="chan.a", b="chan.b"):
-    first = pool.pool_enter(channel_name=a, request=request_of())
-    offer = pool.pool_enter(channel_name=b, request=request_of()).notices[0]
-    result = pool.pair_confirm(claimed_id=offer.message["claimed"], claimant_id=offer.message["claimant"],
-                               channel_name=a)
-    return first.user_id, uuid.UUID(offer.message["claimant"]), Dialog.objects.get(pk=result.dialog_id)
+    first = start(a)
+    second = start(b)
+    return first.user_id, second.user_id, Dialog.objects.get(pk=second.dialog_id)
 
 
 @pytest.fixture
@@ -208,8 +207,8 @@ def test_message_create__dialog_ended(dialog):
 
 def test_message_create__old_user_of_the_connection_cannot_speak(dialog):
     a, b, d = dialog
-    pool.pool_leave(channel_name="chan.b", reason="disconnect")
-    new_a = pool.pool_enter(channel_name="chan.a", request=request_of()).user_id
+    user_leave(channel_name="chan.b", reason="disconnect")
+    new_a = start("chan.a").user_id
     # The connection now holds new_a: its former senderUUID no longer speaks for it.
     assert refused(message_create, req(d.pk, a, "hi"), new_a).slug == "not_participant"
 
@@ -270,7 +269,7 @@ def test_dialog_stop__refusals(dialog):
 
 def test_dialog_stop__not_in_dialog():
     assert refused(dialog_stop, DialogRequest(None, None, None), None).slug == "not_in_dialog"
-    waiting = pool.pool_enter(channel_name="chan.w", request=request_of()).user_id
+    waiting = start("chan.w").user_id
     pool.pool_cancel(channel_name="chan.w")
     assert refused(dialog_stop, DialogRequest(None, None, None), waiting).slug == "not_in_dialog"
 
