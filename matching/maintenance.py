@@ -8,8 +8,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from django.db import transaction
+from django.utils import timezone
 
 from chat import events
 from chat.events import Notice
@@ -34,6 +36,20 @@ def pool_remove_one(user_id, *, reason: str) -> list[Notice] | None:
         return None
     left = events.chat_event(events.LEFT, service={"reason": reason})
     return [Notice(channel=user.channel_name, message=left)]
+
+
+def pool_timeout(*, process_id, max_wait: float, now: datetime | None = None) -> list[Notice]:
+    """PROTOCOL.md §7.3: this process's users who have waited `max_wait` seconds leave the
+    pool, and each is told 30 "timeout". Each process tells its own users; a dead one's are
+    released with it."""
+    overdue = PoolUser.objects.filter(
+        process_id=process_id, status=Status.WAITING,
+        created_at__lte=(now or timezone.now()) - timedelta(seconds=max_wait),
+    ).values_list("pk", flat=True)
+    notices: list[Notice] = []
+    for user_id in list(overdue):
+        notices += pool_remove_one(user_id, reason="timeout") or []
+    return notices
 
 
 @dataclass

@@ -12,6 +12,7 @@ from django.conf import settings
 from dialogs import pairing
 from matching import processes
 from matching.liveness import HeartbeatWatch
+from matching.maintenance import pool_timeout
 
 from chat.notify import send_notices
 
@@ -83,4 +84,6 @@ async def beat_once(process, layer, watch: HeartbeatWatch) -> None:
         logger.info("process released id=%s host=%s pid=%s", gone_process.pk, gone_process.hostname, gone_process.pid)
     notices += released_notices
     notices += await in_own_thread(pairing.process_reconcile)(process, set(live_channels))
+    if settings.RANDOMCHAT_MAX_WAIT:
+        notices += await in_own_thread(pool_timeout)(process_id=process.pk, max_wait=settings.RANDOMCHAT_MAX_WAIT)
     await send_notices(layer, notices)

@@ -206,6 +206,9 @@ LOGGING = {
 # its users are released (their partners get 30 "disconnect").
 RANDOMCHAT_PROCESS_HEARTBEAT = float(os.environ.get("RANDOMCHAT_PROCESS_HEARTBEAT", "5"))
 RANDOMCHAT_PROCESS_TIMEOUT = float(os.environ.get("RANDOMCHAT_PROCESS_TIMEOUT", "20"))
+# PROTOCOL.md §7.3: a user who has waited this long (s) leaves the pool with 30 "timeout";
+# 0 = never. Checked by the process that holds the user, once per heartbeat.
+RANDOMCHAT_MAX_WAIT = float(os.environ.get("RANDOMCHAT_MAX_WAIT", "600"))
 
 # Per-connection rate limits (token buckets keyed on the connection, never on a client field):
 # (tokens per second, burst). Past the limit an action gets its x1 event `rate_limited`;
