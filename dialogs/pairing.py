@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import timedelta
+from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
 
 from matching import processes
 from matching.models import PoolUser, ServerProcess
@@ -43,7 +48,10 @@ def dialogs_start(
     """Store every entry's user, pair who can be paired and create their dialogs, in one
     transaction; the 10s go out once it has committed."""
     with transaction.atomic():
-        entered = pool_enter_many(entries, process_id=process_id, live_channels=live_channels)
+        entered = pool_enter_many(
+            entries, process_id=process_id, live_channels=live_channels,
+            recent_partners=recent_partners([entry.channel_name for entry in entries]),
+        )
         pairs = [e for e in entered if isinstance(e, Entered) and e.partner is not None]
         dialogs = {}
         for e in pairs:
@@ -53,6 +61,23 @@ def dialogs_start(
                                             started_at=first.paired_at)
         Dialog.objects.bulk_create(dialogs.values())
     return [_started(e, dialogs) if isinstance(e, Entered) else e for e in entered]
+
+
+def recent_partners(channels: list[str]) -> dict[str, set[str]]:
+    """PROTOCOL.md §7.2: for each of these connections, the connections it had a dialog with
+    that ended within RANDOMCHAT_REMATCH_WINDOW seconds; they are not paired again."""
+    window = settings.RANDOMCHAT_REMATCH_WINDOW
+    if not window:
+        return {}
+    ended = Dialog.objects.filter(
+        Q(first__channel_name__in=channels) | Q(second__channel_name__in=channels),
+        status=Dialog.Status.ENDED, ended_at__gte=timezone.now() - timedelta(seconds=window),
+    ).values_list("first__channel_name", "second__channel_name")
+    partners: dict[str, set[str]] = defaultdict(set)
+    for first, second in ended:
+        partners[first].add(second)
+        partners[second].add(first)
+    return partners
 
 
 def _started(entered: Entered, dialogs: dict) -> Started:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -104,9 +104,13 @@ def _refusal(held: str | None) -> Refusal | None:
     return None
 
 
-def _partner_for(user: PoolUser, taken: set, reachable: Reachable) -> PoolUser | None:
-    """The longest-waiting compatible user not `taken` whose connection is reachable."""
-    candidates = pool_candidates_for(user).exclude(pk__in=taken).select_for_update(skip_locked=True)
+def _partner_for(user: PoolUser, taken: set, reachable: Reachable, avoid: Collection[str]) -> PoolUser | None:
+    """The longest-waiting compatible user not `taken`, whose connection is reachable and
+    not one of `avoid` (the connections its own just had a dialog with)."""
+    candidates = pool_candidates_for(user).exclude(pk__in=taken)
+    if avoid:
+        candidates = candidates.exclude(channel_name__in=avoid)
+    candidates = candidates.select_for_update(skip_locked=True)
     start = 0
     while True:
         page = list(candidates[start:start + CANDIDATE_PAGE])
@@ -119,10 +123,15 @@ def _partner_for(user: PoolUser, taken: set, reachable: Reachable) -> PoolUser |
 
 
 def pool_enter_many(
-    entries: Sequence[Entry], *, process_id=None, live_channels: Collection[str] | None = None
+    entries: Sequence[Entry],
+    *,
+    process_id=None,
+    live_channels: Collection[str] | None = None,
+    recent_partners: Mapping[str, Collection[str]] | None = None,
 ) -> list[Entered | Refusal]:
     """Store a user for each entry and pair it, in entry order, with the longest-waiting
-    compatible reachable user (an earlier entry of the batch included); one result per entry.
+    compatible reachable user (an earlier entry of the batch included) whose connection is
+    not among its connection's `recent_partners` (no rematch); one result per entry.
 
     Runs in the caller's transaction: dialogs.pairing creates the pairs' dialogs in it.
     """
@@ -146,18 +155,23 @@ def pool_enter_many(
         users.append(user)
         results.append(Entered(user))
     PoolUser.objects.bulk_create(users)
-    partners = _pair(users, Reachable(process_id, live_channels), paired_at=now + timedelta(microseconds=len(users)))
+    partners = _pair(
+        users, Reachable(process_id, live_channels), recent_partners or {},
+        paired_at=now + timedelta(microseconds=len(users)),
+    )
     return [Entered(r.user, partners.get(r.user.pk)) if isinstance(r, Entered) else r for r in results]
 
 
-def _pair(users: list[PoolUser], reachable: Reachable, *, paired_at) -> dict[uuid.UUID, PoolUser]:
+def _pair(
+    users: list[PoolUser], reachable: Reachable, recent_partners: Mapping[str, Collection[str]], *, paired_at
+) -> dict[uuid.UUID, PoolUser]:
     """Pair the new `users` in order; user id -> partner for both sides of every pair."""
     partners: dict[uuid.UUID, PoolUser] = {}
     taken: dict[str, set] = defaultdict(set)  # per language: the users paired by this batch
     for user in users:
         if user.pk in partners:
             continue
-        partner = _partner_for(user, taken[user.language], reachable)
+        partner = _partner_for(user, taken[user.language], reachable, recent_partners.get(user.channel_name, ()))
         if partner is None:
             continue
         partners[user.pk], partners[partner.pk] = partner, user

@@ -209,6 +209,9 @@ RANDOMCHAT_PROCESS_TIMEOUT = float(os.environ.get("RANDOMCHAT_PROCESS_TIMEOUT", 
 # PROTOCOL.md §7.3: a user who has waited this long (s) leaves the pool with 30 "timeout";
 # 0 = never. Checked by the process that holds the user, once per heartbeat.
 RANDOMCHAT_MAX_WAIT = float(os.environ.get("RANDOMCHAT_MAX_WAIT", "600"))
+# PROTOCOL.md §7.2: two connections whose dialog ended within this many seconds are not
+# paired with each other again (they keep waiting); 0 = no such rule.
+RANDOMCHAT_REMATCH_WINDOW = float(os.environ.get("RANDOMCHAT_REMATCH_WINDOW", "300"))
 
 # Per-connection rate limits (token buckets keyed on the connection, never on a client field):
 # (tokens per second, burst). Past the limit an action gets its x1 event `rate_limited`;

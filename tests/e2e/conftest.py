@@ -77,7 +77,9 @@ def daphne_server(start_daphne) -> DaphneServer:
     One per test, not per session: the flush after each transactional test deletes rows a
     running server relies on (its process registration), which no production server sees.
     """
-    return start_daphne()
+    # The seed's flows pair the same two clients again after /stop: no rematch window
+    # (PROTOCOL.md §7.2 has its own tests, test_rematch.py).
+    return start_daphne(env={"RANDOMCHAT_REMATCH_WINDOW": "0"})
 
 
 @pytest.hookimpl(wrapper=True)

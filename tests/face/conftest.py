@@ -50,7 +50,8 @@ def live_server_face(request, transactional_db):
     One per test: the flush after a transactional test deletes the rows (its process
     registration) that a running server relies on.
     """
-    server = DaphneServer(env=server_env())
+    # The page's "Next" pairs the same two browsers again: no rematch window (its own tests: e2e).
+    server = DaphneServer(env={**server_env(), "RANDOMCHAT_REMATCH_WINDOW": "0"})
     server.start()
     request.node.stash[_server_key] = server
     try:
