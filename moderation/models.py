@@ -19,8 +19,8 @@ class ParticipantAddress(models.Model):
     (purge_dialogs deletes the dialog's participants)."""
 
     user = models.OneToOneField(
-        "matching.PoolUser", on_delete=models.CASCADE, primary_key=True, related_name="address"
-    )
+        "matching.PoolUser", on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )  # no reverse accessor: the pool's own model has no address field of any kind
     address_hash = models.CharField(max_length=HASH_LENGTH, db_index=True)
 
     class Meta:

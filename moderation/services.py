@@ -93,8 +93,8 @@ def ban_create(*, address_hash: str, period: timedelta, report: Report | None = 
     with transaction.atomic():
         ban = Ban.objects.create(address_hash=address_hash, created_at=now, expires_at=now + period, report=report, created_by=by)
         channels = list(
-            PoolUser.objects.filter(status__in=PoolUser.HELD, address__address_hash=address_hash).values_list(
-                "channel_name", flat=True
+            ParticipantAddress.objects.filter(address_hash=address_hash, user__status__in=PoolUser.HELD).values_list(
+                "user__channel_name", flat=True
             )
         )
         notices = [Notice(channel=channel, message=BANNED) for channel in channels]
