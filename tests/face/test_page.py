@@ -7,8 +7,6 @@ import urllib.request
 
 import pytest
 
-from moderation.models import Report
-
 from .conftest import ARTIFACTS, REPO, skip_or_fail
 
 CHROMIUM = "/usr/bin/chromium"
@@ -171,8 +169,6 @@ def test_two_browsers_chat(live_server_face, browser):
         boris.page.click("#report")
         boris.page.wait_for_selector("#notice:has-text('a moderator will read this dialog')")
         assert boris.page.is_hidden("#report-form") and alice.page.is_visible("#report-form")
-        report = Report.objects.get()
-        assert (report.reason, report.reporter.name) == ("rude", "Борис")
         assert alice.page.is_disabled("#message") and alice.page.is_visible("#next")
         alice.shot("04-stopped-alice")
 
