@@ -15,16 +15,19 @@ from chat.notify import send_notices
 from chat.order import DialogOrder
 from chat.refusals import DATABASE_UNAVAILABLE, Refusal, unavailable
 from chat.requests import DialogRequest, message_draft, parse_dialog_request, parse_start
+from dialogs.models import Dialog
 from dialogs.pairing import dialogs_start, user_leave
-from dialogs.services import dialog_events, dialog_stop, messages_store
+from dialogs.services import dialog_end, dialog_events, dialog_stop, messages_store
 from matching.services import Entry, pool_cancel
+from moderation.address import address_hash, client_address
+from moderation.services import address_banned, address_record, report_take
 
 from . import metrics
 from .batching import Batch
-from .process import current_process, live_channels
+from .process import current_process, live_addresses, live_channels
 from .ratelimit import TokenBucket
 from .stomp.frames import Frame
-from .stomp_consumer import StompConsumer
+from .stomp_consumer import CLOSE_POLICY, StompConsumer
 
 logger = logging.getLogger(__name__)
 
@@ -58,25 +61,31 @@ def parse_or_refusal(body: bytes) -> tuple[DialogRequest | None, Refusal | None]
 
 
 class ChatConsumer(StompConsumer):
-    destinations = {"/start": "send_start", "/message": "send_message", "/stop": "send_stop"}
+    destinations = {"/start": "send_start", "/message": "send_message", "/stop": "send_stop", "/report": "send_report"}
     event_destination = "/user/dialog"
 
     async def connect(self) -> None:
         self.user_id = None  # the user this connection holds (its latest)
         self.dialog_id: str | None = None  # its current or latest dialog
+        self.dialog_user = None  # the user it held in that dialog
+        self.address_hash = address_hash(client_address(self.scope))  # never the address itself
         self.start_bucket = TokenBucket(*settings.RANDOMCHAT_RATE_START)
         self.message_bucket = TokenBucket(*settings.RANDOMCHAT_RATE_MESSAGE)
+        self.report_bucket = TokenBucket(*settings.RANDOMCHAT_RATE_REPORT)
         self.rate_refusals = 0
         self.waiting_since: float | None = None
         self.order = DialogOrder()
         self.gap_timer: asyncio.Task | None = None
         live_channels.add(self.channel_name)
+        if self.address_hash is not None:
+            live_addresses[self.channel_name] = self.address_hash
         metrics.OPEN_CONNECTIONS.inc()
         await super().connect()
         logger.info("event=connect session=%s", self.session_id)
 
     async def disconnect(self, code: int) -> None:
         live_channels.discard(self.channel_name)  # from now on nobody is paired with it
+        live_addresses.pop(self.channel_name, None)
         await super().disconnect(code)
         metrics.OPEN_CONNECTIONS.dec()
         self._cancel_gap_timer()
@@ -88,6 +97,15 @@ class ChatConsumer(StompConsumer):
         except Exception:
             # The process's heartbeat loop releases the user once the database is back.
             logger.exception("event=leave_failed session=%s", self.session_id)
+
+    async def frame_connect(self, frame: Frame) -> None:
+        """A banned address gets ERROR `banned` instead of CONNECTED."""
+        if self.version is None and await self.banned():
+            await self.reject("banned", kind="banned", code=CLOSE_POLICY)
+            return
+        await super().frame_connect(frame)
+
+    frame_stomp = frame_connect
 
     # Destinations
 
@@ -140,6 +158,23 @@ class ChatConsumer(StompConsumer):
             return
         await self.publish(notices)
 
+    async def send_report(self, frame: Frame) -> None:
+        """Report the current or latest dialog: 40 with the reportId; an active dialog ends as
+        by this connection's /stop."""
+        request, invalid = parse_or_refusal(frame.body)
+        try:
+            await self.check_rate(self.report_bucket)
+            if invalid is not None:
+                raise invalid
+            self.require_layer()
+            report_id, notices = await call(report_take, request=request, reporter=self.dialog_user)
+        except Refusal as refusal:
+            await self.refuse(events.REPORT_REFUSED, refusal, request)
+            return
+        metrics.REPORTS.inc()
+        await self.publish(notices)
+        await self.emit(self.order.push_unordered(self.reply(events.REPORTED, request, {"reportId": str(report_id)})))
+
     # Channel-layer events
 
     async def chat_event(self, event: dict) -> None:
@@ -147,7 +182,7 @@ class ChatConsumer(StompConsumer):
         next one has begun."""
         chat, code = event["chat"], event["code"]
         if code == events.PAIRED:
-            self.dialog_id = chat
+            self.dialog_id, self.dialog_user = chat, self.user_id
             if self.waiting_since is not None:
                 metrics.PAIRING_WAIT.observe(asyncio.get_running_loop().time() - self.waiting_since)
                 self.waiting_since = None
@@ -160,6 +195,21 @@ class ChatConsumer(StompConsumer):
             await self.emit(self.order.push_unordered(event))
         else:
             await self.emit(self.order.push(seq, event))
+        if code == events.PAIRED and self.address_hash is not None:
+            await self.keep_address()
+
+    async def moderation_banned(self, event: dict) -> None:
+        """This connection's address was banned: its dialog ends as by an admin, then it closes."""
+        if self.closing:
+            return
+        self.drop_reason = "admin"
+        if self.dialog_id is not None:
+            try:
+                notices = await call(dialog_end, dialog_id=self.dialog_id, reason=Dialog.EndReason.ADMIN)
+            except Refusal:  # the database is down: the disconnect ends it
+                notices = []
+            await self.publish(notices)
+        await self.reject("banned", kind="banned", code=CLOSE_POLICY)
 
     async def order_gap(self, event: dict) -> None:
         """An event of the dialog never came (lost with a dead process or a layer outage): read
@@ -178,6 +228,22 @@ class ChatConsumer(StompConsumer):
         await self.emit(self.order.skip_gap())
 
     # Helpers
+
+    async def banned(self) -> bool:
+        """Whether this connection's address is banned; while the database is down, it is not."""
+        if self.address_hash is None:
+            return False
+        try:
+            return await call(address_banned, address_hash=self.address_hash)
+        except Refusal:
+            return False
+
+    async def keep_address(self) -> None:
+        """The hashed address of a paired user, for a report about its dialog."""
+        try:
+            await call(address_record, user_id=self.user_id, address_hash=self.address_hash)
+        except Refusal:
+            logger.warning("event=address_not_kept session=%s user=%s", self.session_id, self.user_id)
 
     async def ensure_process(self):
         with database_refusal("process_register"):
@@ -234,17 +300,19 @@ class ChatConsumer(StompConsumer):
             return
         logger.info("event=refusal session=%s code=%s error=%s", self.session_id, code, refusal.slug)
         metrics.REFUSALS.labels(refusal.slug).inc()
-        body = events.event_body(
-            code,
-            chat=request.chat if request else None,
-            sender=request.sender if request else None,
-            service=refusal.as_error(),
-        )
-        item = {"body": body}
+        item = self.reply(code, request, refusal.as_error())
         if refusal.after_seq is not None and request.chat == self.dialog_id:
             await self.emit(self.order.push_after(refusal.after_seq, item))
         else:
             await self.emit(self.order.push_unordered(item))
+
+    @staticmethod
+    def reply(code: int, request: DialogRequest | None, service: dict) -> dict:
+        """An answer to a request: its ids as sent, and `service`."""
+        body = events.event_body(
+            code, chat=request.chat if request else None, sender=request.sender if request else None, service=service
+        )
+        return {"body": body}
 
     def _cancel_gap_timer(self) -> None:
         if self.gap_timer is not None:

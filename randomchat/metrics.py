@@ -39,6 +39,7 @@ REJECTED_FRAMES = Counter(
 REFUSALS = Counter(
     "randomchat_refusals", "Refused actions (events 11/21/31), by error slug", ["error"], registry=REGISTRY
 )
+REPORTS = Counter("randomchat_reports_taken", "Reports taken (event 40) by this process", registry=REGISTRY)
 
 
 class PoolCollector:
@@ -50,6 +51,7 @@ class PoolCollector:
     def collect(self):
         from dialogs.models import Dialog
         from matching.models import PoolUser
+        from moderation.models import Ban, Report
 
         waiting = GaugeMetricFamily(
             "randomchat_waiting_users", "Users waiting in the pool, by language", labels=["language"]
@@ -68,6 +70,12 @@ class PoolCollector:
             "Dialogs in progress",
             value=Dialog.objects.filter(status=Dialog.Status.ACTIVE).count(),
         )
+        reports = GaugeMetricFamily("randomchat_reports", "Reports kept, by status", labels=["status"])
+        counts = dict(Report.objects.values_list("status").annotate(n=Count("pk")).order_by("status"))
+        for status in Report.Status.values:
+            reports.add_metric([status], counts.get(status, 0))
+        yield reports
+        yield GaugeMetricFamily("randomchat_active_bans", "Addresses banned now", value=Ban.objects.active().count())
 
 
 REGISTRY.register(PoolCollector())

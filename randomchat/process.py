@@ -14,12 +14,16 @@ from matching import processes
 from matching.liveness import HeartbeatWatch
 from matching.maintenance import pool_timeout
 
+from chat.events import Notice
 from chat.notify import send_notices
+from moderation.services import BANNED, banned_hashes
 
 logger = logging.getLogger(__name__)
 
 live_channels: set[str] = set()
 """Channel names of this process's open connections."""
+live_addresses: dict[str, str] = {}
+"""The hashed address of each open connection, by channel name (moderation bans)."""
 
 _registered: dict[asyncio.AbstractEventLoop, object] = {}
 _registering: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
@@ -86,4 +90,6 @@ async def beat_once(process, layer, watch: HeartbeatWatch) -> None:
     notices += await in_own_thread(pairing.process_reconcile)(process, set(live_channels))
     if settings.RANDOMCHAT_MAX_WAIT:
         notices += await in_own_thread(pool_timeout)(process_id=process.pk, max_wait=settings.RANDOMCHAT_MAX_WAIT)
+    banned = await in_own_thread(banned_hashes)() if live_addresses else set()
+    notices += [Notice(channel, BANNED) for channel, hashed in list(live_addresses.items()) if hashed in banned]
     await send_notices(layer, notices)

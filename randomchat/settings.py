@@ -76,6 +76,7 @@ INSTALLED_APPS = [
     "channels",
     "matching",
     "dialogs",
+    "moderation",
 ]
 
 MIDDLEWARE = [
@@ -239,3 +240,11 @@ RANDOMCHAT_LAYER_RETRY_SECONDS = float(os.environ.get("RANDOMCHAT_LAYER_RETRY_SE
 # full this long, is closed (Spring: 512 KiB, 10 s).
 RANDOMCHAT_SLOW_READER_BYTES = env_int("RANDOMCHAT_SLOW_READER_BYTES", 512 * 1024)
 RANDOMCHAT_SLOW_READER_SECONDS = float(os.environ.get("RANDOMCHAT_SLOW_READER_SECONDS", "10"))
+
+# Moderation (moderation/). /report per connection: (per second, burst).
+RANDOMCHAT_RATE_REPORT = env_rate("RANDOMCHAT_RATE_REPORT", 0.1, 5)
+# Proxies (addresses or networks) whose X-Forwarded-For entry names the client; the socket's
+# peer otherwise. Addresses are kept only as an HMAC keyed by RANDOMCHAT_ADDRESS_KEY (default:
+# derived from SECRET_KEY; set it so that bans outlive a SECRET_KEY rotation).
+RANDOMCHAT_TRUSTED_PROXIES = env_list("RANDOMCHAT_TRUSTED_PROXIES", [])
+RANDOMCHAT_ADDRESS_KEY = os.environ.get("RANDOMCHAT_ADDRESS_KEY", "")

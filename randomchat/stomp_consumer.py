@@ -27,7 +27,7 @@ SUBPROTOCOLS = ("v12.stomp", "v11.stomp", "v10.stomp")
 APP_PREFIX = "/app"
 # Application close codes (4000-4999): daphne's WebSocket library refuses 1002 and 1008.
 CLOSE_PROTOCOL_ERROR = 4002  # after an ERROR frame
-CLOSE_POLICY = 4008  # no CONNECT in time, heart-beats stopped
+CLOSE_POLICY = 4008  # no CONNECT in time, heart-beats stopped, a banned address
 _NOT_NUL = re.compile(rb"[^\x00]")
 # Larger heart-beat wishes are clamped: they mean "practically never" and must stay usable as floats.
 MAX_HEARTBEAT_MS = 2**31 - 1
@@ -384,9 +384,14 @@ class StompConsumer(AsyncWebsocketConsumer):
             )
 
     async def reject(
-        self, message: str, *, headers: tuple[tuple[str, str], ...] = (), kind: str = "protocol_error"
+        self,
+        message: str,
+        *,
+        headers: tuple[tuple[str, str], ...] = (),
+        kind: str = "protocol_error",
+        code: int = CLOSE_PROTOCOL_ERROR,
     ) -> None:
-        """One ERROR frame, then close; other connections never notice."""
+        """One ERROR frame, then close with `code`; other connections never notice."""
         if self.closing:
             return
         logger.info("stomp rejected session=%s kind=%s reason=%s", self.session_id, kind, message)
@@ -399,7 +404,7 @@ class StompConsumer(AsyncWebsocketConsumer):
             )
         )
         self.closing = True
-        await self.close(code=CLOSE_PROTOCOL_ERROR)
+        await self.close(code=code)
 
     # Timers
 

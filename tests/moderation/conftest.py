@@ -1,0 +1,1 @@
+from tests.admin.conftest import admin_client  # noqa: F401  (the admin pages' fixture)
