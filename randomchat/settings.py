@@ -48,7 +48,8 @@ SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if PRODUCTION:
         raise ImproperlyConfigured("SECRET_KEY must be set when RANDOMCHAT_PRODUCTION is on")
-    SECRET_KEY = "insecure-development-key-randomchat-not-for-production-use-0123456789"
+    # Django's own prefix for a key it generated for development: `check --deploy` flags it.
+    SECRET_KEY = "django-insecure-randomchat-development-key-not-for-production-use-0123456789"
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 
