@@ -63,6 +63,8 @@ if PRODUCTION:
     SECURE_HSTS_PRELOAD = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+# daphne's access log (client IP addresses): a file, or "-" for stdout; empty is off (accesslog.py).
+RANDOMCHAT_ACCESS_LOG = os.environ.get("RANDOMCHAT_ACCESS_LOG", "")
 # Extra WebSocket origins allowed besides the host itself (e.g. https://chat.example.com).
 RANDOMCHAT_ALLOWED_ORIGINS = env_list("RANDOMCHAT_ALLOWED_ORIGINS", [])
 
@@ -200,7 +202,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"no_client_text": {"()": "randomchat.logfilters.ClientTextFilter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["no_client_text"]}
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("RANDOMCHAT_LOG_LEVEL", "INFO")},
     "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
 }

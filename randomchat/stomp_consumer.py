@@ -34,13 +34,23 @@ MAX_HEARTBEAT_MS = 2**31 - 1
 
 
 class ProtocolError(Exception):
-    """A client broke the STOMP contract: answered with one ERROR frame, then close."""
+    """A client broke the STOMP contract: answered with one ERROR frame, then close.
+
+    `reason` is fixed text, safe to log; `detail`, the client's offending input if any,
+    only goes back to the client.
+    """
 
     def __init__(
-        self, message: str, *, headers: tuple[tuple[str, str], ...] = (), kind: str = "protocol_error"
+        self,
+        reason: str,
+        detail: str | None = None,
+        *,
+        headers: tuple[tuple[str, str], ...] = (),
+        kind: str = "protocol_error",
     ) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
         self.headers = headers
         self.kind = kind  # a bounded category, for metrics
 
@@ -61,7 +71,7 @@ def parse_heartbeat(value: str | None) -> tuple[int, int]:
         return 0, 0
     parts = [p.strip() for p in value.split(",")]
     if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts):
-        raise ProtocolError(f"Invalid heart-beat header {value[:40]!r}")
+        raise ProtocolError("Invalid heart-beat header", value[:40])
     return min(int(parts[0]), MAX_HEARTBEAT_MS), min(int(parts[1]), MAX_HEARTBEAT_MS)
 
 
@@ -156,7 +166,8 @@ class StompConsumer(AsyncWebsocketConsumer):
                     items += self.parser.feed(data[end:])
                     end = size
             except FrameError as exc:
-                await self.reject(str(exc), kind="frame_too_large" if isinstance(exc, FrameTooLarge) else "malformed_frame")
+                kind = "frame_too_large" if isinstance(exc, FrameTooLarge) else "malformed_frame"
+                await self.reject(exc.reason, detail=exc.detail, kind=kind)
                 return
             pos = end
             for item in items:
@@ -180,7 +191,7 @@ class StompConsumer(AsyncWebsocketConsumer):
         try:
             await self.receive_frame(item)
         except ProtocolError as exc:
-            await self.reject(exc.message, headers=exc.headers + self._receipt_id(item), kind=exc.kind)
+            await self.reject(exc.reason, detail=exc.detail, headers=exc.headers + self._receipt_id(item), kind=exc.kind)
         except Exception:
             # A bug or an outage, not the client's fault: it still gets an ERROR frame
             # rather than a bare 1011 close from the server.
@@ -191,7 +202,7 @@ class StompConsumer(AsyncWebsocketConsumer):
         """Handle one client frame, then acknowledge its receipt if it asked for one."""
         command = frame.command
         if command not in f.CLIENT_COMMANDS:
-            raise ProtocolError(f"Unknown command {command}", kind="unknown_command")
+            raise ProtocolError("Unknown command", command, kind="unknown_command")
         if self.version is None and command not in (f.CMD_CONNECT, f.CMD_STOMP):
             raise ProtocolError(f"Expected CONNECT or STOMP, got {command}", kind="not_connected")
         handler = getattr(self, "frame_" + command.lower())
@@ -246,9 +257,9 @@ class StompConsumer(AsyncWebsocketConsumer):
                 raise ProtocolError("SUBSCRIBE without an id header")
             sub_id = destination
         if sub_id in self.subscriptions:
-            raise ProtocolError(f"Subscription id {sub_id!r} is already in use")
+            raise ProtocolError("Subscription id already in use", sub_id)
         if destination != self.event_destination:
-            raise ProtocolError(f"Unknown destination {destination!r}", kind="unknown_destination")
+            raise ProtocolError("Unknown destination", destination, kind="unknown_destination")
         if len(self.subscriptions) >= settings.STOMP_MAX_SUBSCRIPTIONS:
             raise ProtocolError(f"More than {settings.STOMP_MAX_SUBSCRIPTIONS} subscriptions", kind="limit_exceeded")
         self.subscriptions[sub_id] = destination
@@ -263,7 +274,7 @@ class StompConsumer(AsyncWebsocketConsumer):
         if sub_id is None:
             raise ProtocolError("UNSUBSCRIBE without an id header")
         if self.subscriptions.pop(sub_id, None) is None:
-            raise ProtocolError(f"No subscription with id {sub_id!r}")
+            raise ProtocolError("No subscription with id", sub_id)
 
     async def frame_ack(self, frame: Frame) -> None:
         """Every subscription is `auto`: ACK and NACK have no effect."""
@@ -273,7 +284,7 @@ class StompConsumer(AsyncWebsocketConsumer):
     async def frame_begin(self, frame: Frame) -> None:
         name = self._required(frame, f.HDR_TRANSACTION)
         if name in self.transactions:
-            raise ProtocolError(f"Transaction {name!r} is already open")
+            raise ProtocolError("Transaction already open", name)
         if len(self.transactions) >= settings.STOMP_MAX_TRANSACTIONS:
             raise ProtocolError(f"More than {settings.STOMP_MAX_TRANSACTIONS} open transactions", kind="limit_exceeded")
         self.transactions[name] = []
@@ -294,11 +305,9 @@ class StompConsumer(AsyncWebsocketConsumer):
             return
         frames = self.transactions.get(name)
         if frames is None:
-            raise ProtocolError(f"No open transaction {name!r}")
+            raise ProtocolError("No open transaction", name)
         if len(frames) >= settings.STOMP_MAX_TRANSACTION_FRAMES:
-            raise ProtocolError(
-                f"More than {settings.STOMP_MAX_TRANSACTION_FRAMES} frames in transaction {name!r}"
-            )
+            raise ProtocolError(f"More than {settings.STOMP_MAX_TRANSACTION_FRAMES} frames in transaction", name)
         frames.append(frame)
 
     async def frame_disconnect(self, frame: Frame) -> None:
@@ -312,14 +321,14 @@ class StompConsumer(AsyncWebsocketConsumer):
         name = destination[len(APP_PREFIX):] if destination.startswith(APP_PREFIX + "/") else destination
         method = self.destinations.get(name)
         if method is None:
-            raise ProtocolError(f"Unknown destination {destination!r}", kind="unknown_destination")
+            raise ProtocolError("Unknown destination", destination, kind="unknown_destination")
         return getattr(self, method)
 
     def _end_transaction(self, frame: Frame) -> list[Frame]:
         name = self._required(frame, f.HDR_TRANSACTION)
         frames = self.transactions.pop(name, None)
         if frames is None:
-            raise ProtocolError(f"No open transaction {name!r}")
+            raise ProtocolError("No open transaction", name)
         return frames
 
     @staticmethod
@@ -385,17 +394,22 @@ class StompConsumer(AsyncWebsocketConsumer):
 
     async def reject(
         self,
-        message: str,
+        reason: str,
         *,
+        detail: str | None = None,
         headers: tuple[tuple[str, str], ...] = (),
         kind: str = "protocol_error",
         code: int = CLOSE_PROTOCOL_ERROR,
     ) -> None:
-        """One ERROR frame, then close with `code`; other connections never notice."""
+        """One ERROR frame, then close with `code`; other connections never notice.
+
+        The log gets the fixed `reason` only; the client's own `detail` goes back to it alone.
+        """
         if self.closing:
             return
-        logger.info("stomp rejected session=%s kind=%s reason=%s", self.session_id, kind, message)
+        logger.info("stomp rejected session=%s kind=%s reason=%s", self.session_id, kind, reason)
         REJECTED_FRAMES.labels(kind).inc()
+        message = reason if detail is None else f"{reason} {detail!r}"
         await self.send_frame(
             Frame(
                 f.CMD_ERROR,
