@@ -187,6 +187,14 @@ STOMP_HEARTBEAT = (
 )
 STOMP_HEARTBEAT_GRACE = 3  # silent client intervals before the connection is dropped
 STOMP_CONNECT_TIMEOUT = float(os.environ.get("RANDOMCHAT_CONNECT_TIMEOUT", "10"))
+# Seconds a frame may take from its first byte to its NUL; 0 = no limit.
+STOMP_FRAME_TIMEOUT = float(os.environ.get("RANDOMCHAT_FRAME_TIMEOUT", "30"))
+# Seconds a connection with heart-beats off may send nothing while it is in no dialog and
+# not in the pool; 0 = no limit.
+STOMP_IDLE_TIMEOUT = float(os.environ.get("RANDOMCHAT_IDLE_TIMEOUT", "300"))
+# Bytes one connection may make the server hold: the frame being received, the frames of
+# its open transactions and the events waiting for its SUBSCRIBE (stomp_consumer.held_size).
+STOMP_MAX_CONNECTION_BYTES = env_int("RANDOMCHAT_MAX_CONNECTION_BYTES", 256 * 1024)
 STOMP_MAX_FRAME_SIZE = env_int("RANDOMCHAT_MAX_FRAME_SIZE", 64 * 1024)
 STOMP_MAX_HEADERS = env_int("RANDOMCHAT_MAX_HEADERS", 100)
 STOMP_MAX_HEADER_LINE = env_int("RANDOMCHAT_MAX_HEADER_LINE", 8 * 1024)

@@ -1,10 +1,16 @@
-"""Raw HTTP and WebSocket handshakes against a live server, with any Host header."""
+"""Raw HTTP and WebSocket handshakes against a live server, with any Host header, and a
+bare STOMP connection over `websockets`."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import socket
+import time
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 
 def request(server, path: str, *, host: str | None = None, headers: dict | None = None) -> tuple[int, int]:
@@ -35,3 +41,23 @@ def websocket_handshake(server, *, host: str | None = None, origin: str | None =
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         status_line = sock.makefile("rb").readline().decode("latin-1")
         return int(status_line.split()[1]), sock.getsockname()[1]
+
+
+async def stomp_open(url: str, heart_beat: str = "0,0"):
+    """A `websockets` connection to `url`, CONNECTed with STOMP 1.2."""
+    ws = await connect(url, subprotocols=["v12.stomp"], ping_interval=None, max_size=None)
+    await ws.send(f"CONNECT\naccept-version:1.2\nheart-beat:{heart_beat}\n\n\x00")
+    assert (await asyncio.wait_for(ws.recv(), 10)).startswith("CONNECTED")
+    return ws
+
+
+async def closed_after(ws, timeout: float) -> tuple[list[str], int, float]:
+    """Frames received until the server closes (ignoring heart-beats), the close code, the time."""
+    t0, frames = time.monotonic(), []
+    try:
+        while True:
+            message = await asyncio.wait_for(ws.recv(), timeout)
+            if message != "\n":
+                frames.append(message)
+    except ConnectionClosed as exc:
+        return frames, exc.rcvd.code if exc.rcvd else None, time.monotonic() - t0
