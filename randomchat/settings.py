@@ -57,7 +57,6 @@ if PRODUCTION:
     # Behind a TLS-terminating proxy (docs/DEPLOYMENT.md); health checks stay plain HTTP.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("RANDOMCHAT_SSL_REDIRECT", True)
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
     SECURE_HSTS_SECONDS = env_int("RANDOMCHAT_HSTS_SECONDS", 31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
@@ -65,6 +64,10 @@ if PRODUCTION:
     CSRF_COOKIE_SECURE = True
 # daphne's access log (client IP addresses): a file, or "-" for stdout; empty is off (accesslog.py).
 RANDOMCHAT_ACCESS_LOG = os.environ.get("RANDOMCHAT_ACCESS_LOG", "")
+# Who may read /metrics and the reasons of a failed /healthz (probes.py): a bearer token, or
+# peer addresses/networks when no proxy header says the request came through one.
+RANDOMCHAT_METRICS_TOKEN = os.environ.get("RANDOMCHAT_METRICS_TOKEN", "")
+RANDOMCHAT_METRICS_ALLOW = env_list("RANDOMCHAT_METRICS_ALLOW", ["127.0.0.1", "::1"])
 # Extra WebSocket origins allowed besides the host itself (e.g. https://chat.example.com).
 RANDOMCHAT_ALLOWED_ORIGINS = env_list("RANDOMCHAT_ALLOWED_ORIGINS", [])
 

@@ -49,6 +49,7 @@ def test_dns_rebinding_gets_403_from_daphne_like_http_gets_400(caplog):
         # The rebinding page: its own name as Host and as Origin.
         assert websocket_handshake(server, host="evil.example", origin="http://evil.example")[0] == 403
         assert websocket_handshake(server, host="evil.example:80")[0] == 403
+        assert request(server, "/", host="evil.example")[0] == 400
         assert request(server, "/healthz", host="evil.example")[0] == 400
         # The server's own names still work, with and without an Origin.
         assert websocket_handshake(server, host=own, origin=f"http://{own}")[0] == 101

@@ -102,7 +102,7 @@ def exercise(server) -> list[int]:
     error, ws_port = asyncio.run(send_raw(server.ws_url, NUL_IN_BODY))
     assert error.startswith("ERROR\nmessage:Invalid command") and SECRET in error
     ports = [ws_port]
-    for path, host in ((f"/{SECRET}", None), ("/healthz", f"{SECRET}.example"), ("/", None)):
+    for path, host in ((f"/{SECRET}", None), ("/", f"{SECRET}.example"), ("/healthz", f"{SECRET}.example"), ("/", None)):
         ports.append(request(server, path, host=host)[1])
     ports.append(websocket_handshake(server, origin=f"http://{SECRET}.example")[1])
     ports.append(websocket_handshake(server, host=f"{SECRET}.example")[1])

@@ -61,3 +61,22 @@ async def closed_after(ws, timeout: float) -> tuple[list[str], int, float]:
                 frames.append(message)
     except ConnectionClosed as exc:
         return frames, exc.rcvd.code if exc.rcvd else None, time.monotonic() - t0
+
+
+async def asgi_get(path: str, *, headers=(), client=("127.0.0.1", 50000), method: str = "GET"):
+    """One HTTP request through randomchat's ASGI application, in process: (status, headers, body)."""
+    from asgiref.testing import ApplicationCommunicator
+
+    from randomchat.asgi import application
+
+    scope = {
+        "type": "http", "http_version": "1.1", "method": method, "scheme": "http", "path": path,
+        "raw_path": path.encode(), "query_string": b"", "root_path": "", "client": client,
+        "server": ("127.0.0.1", 80), "headers": [(b"host", b"localhost"), *headers],
+    }
+    communicator = ApplicationCommunicator(application, scope)
+    await communicator.send_input({"type": "http.request", "body": b""})
+    start = await communicator.receive_output(10)
+    body = await communicator.receive_output(10)
+    await communicator.wait(10)
+    return start["status"], dict(start["headers"]), body["body"]
