@@ -1,5 +1,6 @@
 """Operator work on dialogs and the pool: ending dialogs from the admin, purging old ended
-ones, the pool's status, and pruning it of dead processes' users and long waits."""
+ones (and the pool users who left without one), the pool's status, and pruning it of dead
+processes' users and long waits."""
 
 from __future__ import annotations
 
@@ -53,6 +54,9 @@ class DialogPurgeReport:
     messages: int = 0
     participants: int = 0
     """Pool users that only the purged dialogs referenced."""
+    left_users: int = 0
+    """Pool users who left the pool (cancelled, or their connection went) before the cutoff
+    and that no dialog references."""
     batches: int = 0
 
     def as_dict(self) -> dict:
@@ -66,17 +70,33 @@ def _participant_ids(dialogs: QuerySet) -> QuerySet:
     ).values("pk")
 
 
+def _unreferenced(users: QuerySet, *, dialogs: QuerySet, messages: QuerySet) -> QuerySet:
+    """`users` that none of `dialogs` and `messages` references and no connection holds."""
+    return (
+        users.exclude(status__in=PoolUser.HELD)
+        .exclude(Exists(dialogs.filter(first=OuterRef("pk"))))
+        .exclude(Exists(dialogs.filter(second=OuterRef("pk"))))
+        .exclude(Exists(dialogs.filter(ended_by=OuterRef("pk"))))
+        .exclude(Exists(messages.filter(author=OuterRef("pk"))))
+    )
+
+
 def _participants_only_in(dialogs: QuerySet) -> QuerySet:
     """Participants of `dialogs` that nothing else references and no connection holds."""
-    others = Dialog.objects.exclude(pk__in=dialogs.values("pk"))
-    return (
-        PoolUser.objects.filter(pk__in=_participant_ids(dialogs))
-        .exclude(status__in=PoolUser.HELD)
-        .exclude(Exists(others.filter(first=OuterRef("pk"))))
-        .exclude(Exists(others.filter(second=OuterRef("pk"))))
-        .exclude(Exists(others.filter(ended_by=OuterRef("pk"))))
-        .exclude(Exists(Message.objects.filter(author=OuterRef("pk")).exclude(dialog__in=dialogs.values("pk"))))
+    return _unreferenced(
+        PoolUser.objects.filter(pk__in=_participant_ids(dialogs)),
+        dialogs=Dialog.objects.exclude(pk__in=dialogs.values("pk")),
+        messages=Message.objects.exclude(dialog__in=dialogs.values("pk")),
     )
+
+
+def _left_before(cutoff: datetime) -> QuerySet:
+    """Users who left the pool without a dialog that is kept: they cancelled, or their
+    connection went, before `cutoff` (rows older than left_at count by creation)."""
+    left = PoolUser.objects.filter(status__in=[Status.CANCELLED, Status.GONE]).filter(
+        Q(left_at__lt=cutoff) | Q(left_at__isnull=True, created_at__lt=cutoff)
+    )
+    return _unreferenced(left, dialogs=Dialog.objects.all(), messages=Message.objects.all())
 
 
 def dialog_purge(
@@ -84,13 +104,15 @@ def dialog_purge(
     older_than: timedelta,
     dry_run: bool = False,
     batch_size: int = PURGE_BATCH_SIZE,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
     now: datetime | None = None,
 ) -> DialogPurgeReport:
     """Delete dialogs that ended more than `older_than` ago, their messages, and the
-    participants only they referenced, in batches of `batch_size` dialogs.
+    participants only they referenced, in batches of `batch_size` dialogs; then the pool
+    users who left the pool as long ago without a dialog that is kept.
 
-    `progress(done, total)` is called after each batch when there is more than one.
+    `progress(done, total, "dialogs" or "pool users")` is called after each batch when
+    there is more than one.
     """
     cutoff = (now or timezone.now()) - older_than
     expired = Dialog.objects.filter(status=Dialog.Status.ENDED, ended_at__lt=cutoff)
@@ -100,7 +122,8 @@ def dialog_purge(
         report.dialogs = total
         report.messages = Message.objects.filter(dialog__in=expired.values("pk")).count()
         report.participants = _participants_only_in(expired).count()
-        report.batches = -(-total // batch_size)
+        report.left_users = _left_before(cutoff).count()
+        report.batches = -(-total // batch_size) + -(-report.left_users // batch_size)  # ceilings
         return report
 
     while True:
@@ -117,7 +140,20 @@ def dialog_purge(
             )
         report.batches += 1
         if progress is not None and total > batch_size:
-            progress(report.dialogs, total)
+            progress(report.dialogs, total, "dialogs")
+
+    left = _left_before(cutoff)
+    total = left.count()
+    while True:
+        with transaction.atomic():
+            batch_ids = list(left.order_by("created_at", "pk").values_list("pk", flat=True)[:batch_size])
+            if not batch_ids:
+                break
+            # The same conditions again: a row that changed meanwhile stays.
+            report.left_users += left.filter(pk__in=batch_ids).delete()[1].get(PoolUser._meta.label, 0)
+        report.batches += 1
+        if progress is not None and total > batch_size:
+            progress(report.left_users, total, "pool users")
     return report
 
 

@@ -11,13 +11,14 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from . import daphne_hooks  # noqa: E402
 from .origins import OriginGuard  # noqa: E402
+from .probes import Probes  # noqa: E402
 from .routing import websocket_urlpatterns  # noqa: E402
 
 daphne_hooks.install()
 
 application = ProtocolTypeRouter(
     {
-        "http": django_application,
+        "http": Probes(django_application),
         "websocket": OriginGuard(URLRouter(websocket_urlpatterns)),
     }
 )

@@ -18,6 +18,7 @@ from chat.requests import DialogRequest, message_draft, parse_dialog_request, pa
 from dialogs.models import Dialog
 from dialogs.pairing import dialogs_start, user_leave
 from dialogs.services import dialog_end, dialog_events, dialog_stop, messages_store
+from matching.selectors import user_held_on
 from matching.services import Entry, pool_cancel
 from moderation.address import address_hash, client_address
 from moderation.services import address_banned, address_record, report_take
@@ -174,6 +175,15 @@ class ChatConsumer(StompConsumer):
         metrics.REPORTS.inc()
         await self.publish(notices)
         await self.emit(self.order.push_unordered(self.reply(events.REPORTED, request, {"reportId": str(report_id)})))
+
+    async def session_active(self) -> bool:
+        """A connection in the pool or in a dialog may idle: a partner can be slow to reply."""
+        if self.user_id is None:
+            return False
+        try:
+            return await call(user_held_on, channel_name=self.channel_name)
+        except Refusal:
+            return True  # the database is down: keep what cannot be checked
 
     # Channel-layer events
 

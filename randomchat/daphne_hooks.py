@@ -1,8 +1,9 @@
-"""Where randomchat reaches into daphne: its WebSocket protocol class, wrapped once.
+"""Where randomchat reaches into daphne: its WebSocket protocol class and its Server, wrapped once.
 
 ASGI shows an application neither the socket's read side nor its unsent bytes, so the
 slow-reader guard (backpressure.py) and the inbound pacing (inbound.py) wrap methods of
-daphne's WebSocketProtocol, which come from Twisted and autobahn. They were written against
+daphne's WebSocketProtocol, which come from Twisted and autobahn; the access log
+(accesslog.py) replaces the Server's. They were written against
 the versions in WRITTEN_FOR; another version is said at import, and a protocol without the
 wrapped methods stops the server rather than leave it unguarded.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
-from . import backpressure, inbound
+from . import accesslog, backpressure, inbound
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +35,17 @@ def _check_versions() -> None:
 
 
 def install() -> None:
-    """Wrap daphne's WebSocketProtocol for the slow-reader guard and inbound pacing; idempotent.
-    Nothing to do outside daphne (tests with channels' communicators)."""
+    """Wrap daphne's WebSocketProtocol for the slow-reader guard and inbound pacing, and its
+    Server for the access log; idempotent. Nothing to do outside daphne (tests with
+    channels' communicators)."""
     try:
+        from daphne.server import Server
         from daphne.ws_protocol import WebSocketProtocol
     except ImportError:
         return
+    if not getattr(Server, "_randomchat_wrapped", False):
+        Server._randomchat_wrapped = True
+        accesslog.wrap(Server)
     if getattr(WebSocketProtocol, "_randomchat_wrapped", False):
         return
     missing = [name for name in WRAPPED if not callable(getattr(WebSocketProtocol, name, None))]
