@@ -49,6 +49,12 @@ APPLICATION = "randomchat.asgi:application"
 # consumer that ran it (its WebSocket closed with 1011).
 REDIS_SOCKET_TIMEOUT = "socket_timeout=30"
 _redis_url: str | None = None
+_service_pids: list[int] = []
+
+
+def service_pids() -> list[int]:
+    """The private PostgreSQL (postmaster) and redis-server started so far, to count their CPU."""
+    return list(_service_pids)
 
 
 def redis_url() -> str:
@@ -58,8 +64,9 @@ def redis_url() -> str:
             _redis_url = os.environ["BENCH_REDIS_URL"]
         else:
             port = free_port()
-            spawn(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                   "--loglevel", "warning"])
+            redis = spawn(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                           "--loglevel", "warning"])
+            _service_pids.append(redis.pid)
             deadline = time.monotonic() + 10
             while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True).stdout.strip() != "PONG":
                 if time.monotonic() > deadline:
@@ -287,6 +294,7 @@ def _private_postgres() -> str:
     port = free_port()
     proc = spawn([f"{bindir}/postgres", "-D", datadir, "-p", str(port), "-k", datadir, "-c", "listen_addresses=127.0.0.1"],
                  preexec_fn=as_postgres, cwd="/tmp", log=Path(datadir) / "bench.log")
+    _service_pids.append(proc.pid)
     _children.discard(proc)  # stopped below, with a fast shutdown (SIGINT), not SIGTERM's smart one
 
     def stop() -> None:

@@ -11,6 +11,8 @@ MESSAGE = 20
 MESSAGE_REFUSED = 21
 LEFT = 30
 STOP_REFUSED = 31
+REPORTED = 40
+REPORT_REFUSED = 41
 
 
 def event_body(code: int, *, chat=None, sender=None, service=None, content=None) -> bytes:

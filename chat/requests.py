@@ -16,6 +16,7 @@ from .refusals import Refusal
 GENDERS = ("male", "female", "other")
 MAX_AGE = 150
 MAX_NAME_LENGTH = 64
+MAX_CLIENT_MESSAGE_ID = 64
 DEFAULT_NAME = "Anonymous"
 _LANGUAGE = re.compile(r"[A-Za-z]{2,3}")
 
@@ -150,6 +151,7 @@ class DialogRequest:
     chat: str | None
     sender: str | None
     content: object
+    client_message_id: object = None
 
 
 def parse_dialog_request(body: bytes) -> DialogRequest:
@@ -159,6 +161,7 @@ def parse_dialog_request(body: bytes) -> DialogRequest:
         chat=chat if isinstance(chat, str) else None,
         sender=sender if isinstance(sender, str) else None,
         content=data.get("content"),
+        client_message_id=data.get("clientMessageId"),
     )
 
 
@@ -196,8 +199,32 @@ class MessageDraft:
     sender: uuid.UUID
     held_user: uuid.UUID | None
     content: str
+    client_message_id: str | None = None
 
 
 def message_draft(request: DialogRequest, held_user: uuid.UUID | None) -> MessageDraft:
     content = validate_content(request.content)
-    return MessageDraft(uuid_field(request.chat, "chatUUID"), uuid_field(request.sender, "senderUUID"), held_user, content)
+    return MessageDraft(
+        uuid_field(request.chat, "chatUUID"),
+        uuid_field(request.sender, "senderUUID"),
+        held_user,
+        content,
+        client_message_id(request.client_message_id),
+    )
+
+
+def client_message_id(value: object) -> str | None:
+    """The sender's own key for a message: a resend with the same key is stored once."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, str)
+        or not 1 <= len(value) <= MAX_CLIENT_MESSAGE_ID
+        or not value.isprintable()
+        or not is_unicode(value)
+    ):
+        raise Refusal(
+            "invalid_field", f"clientMessageId must be 1-{MAX_CLIENT_MESSAGE_ID} printable characters or null",
+            "clientMessageId",
+        )
+    return value

@@ -117,7 +117,7 @@ class DialogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def second_participant(self, dialog: Dialog):
         return participant_html(dialog.second)
 
-    @admin.action(description="End selected dialogs (participants get 30 'admin')", permissions=["end"])
+    @admin.action(description="End selected dialogs (both participants are told an admin ended it)", permissions=["end"])
     def end_dialogs(self, request, queryset):
         selected = list(queryset.filter(status=Dialog.Status.ACTIVE).values_list("pk", flat=True))
         ended = dialog_end_many(dialog_ids=selected, reason=Dialog.EndReason.ADMIN)

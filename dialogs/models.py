@@ -6,6 +6,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from chat.requests import MAX_CLIENT_MESSAGE_ID
+
 
 class DialogQuerySet(models.QuerySet):
     def active_of(self, users):
@@ -64,9 +66,6 @@ class Dialog(models.Model):
     def __str__(self) -> str:
         return f"Dialog {self.id} ({self.status})"
 
-    def partner_of(self, user_id):
-        return self.second_id if user_id == self.first_id else self.first_id
-
 
 class Message(models.Model):
     dialog = models.ForeignKey(Dialog, on_delete=models.CASCADE, related_name="messages")
@@ -76,10 +75,21 @@ class Message(models.Model):
     seq = models.PositiveIntegerField(
         null=True, blank=True, help_text="Its place among the dialog's events, as both participants received them.",
     )
+    client_message_id = models.CharField(
+        max_length=MAX_CLIENT_MESSAGE_ID, null=True, blank=True,
+        help_text="The sender's own key (clientMessageId): a resend with it is stored once.",
+    )
 
     class Meta:
         ordering = ["created_at", "id"]
         indexes = [models.Index(fields=["dialog", "created_at"], name="message_dialog_idx")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["author", "client_message_id"],
+                condition=Q(client_message_id__isnull=False),
+                name="message_once_per_client_id",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"Message {self.pk} in {self.dialog_id}"

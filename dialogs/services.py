@@ -19,12 +19,18 @@ from .models import Dialog, Message
 logger = logging.getLogger(__name__)
 
 
-def _check_owned_active(dialog: Dialog | None, sender: uuid.UUID, held_user: uuid.UUID | None) -> Dialog:
-    """The dialog, if the connection's own user is in it and it is active."""
+def _check_owned(dialog: Dialog | None, sender: uuid.UUID, held_user: uuid.UUID | None) -> Dialog:
+    """The dialog, if the connection's own user is in it."""
     if dialog is None:
         raise Refusal("unknown_chat", "No dialog has this chatUUID", "chatUUID")
     if sender != held_user or sender not in (dialog.first_id, dialog.second_id):
         raise Refusal("not_participant", "senderUUID is not this connection's user in this dialog", "senderUUID")
+    return dialog
+
+
+def _check_owned_active(dialog: Dialog | None, sender: uuid.UUID, held_user: uuid.UUID | None) -> Dialog:
+    """The dialog, if the connection's own user is in it and it is active."""
+    dialog = _check_owned(dialog, sender, held_user)
     if dialog.status != Dialog.Status.ACTIVE:
         raise Refusal("dialog_ended", "This dialog has ended", "chatUUID", after_seq=dialog.last_seq)
     return dialog
@@ -50,19 +56,34 @@ def _to_participants(dialog: Dialog, message: dict) -> list[Notice]:
 def messages_store(drafts: list[MessageDraft]) -> list[list[Notice] | Refusal]:
     """Store many connections' messages in one transaction (group commit); each draft gets
     the notices for both participants, or its refusal. The database is the record: the
-    notices are sent only once this has committed."""
+    notices are sent only once this has committed.
+
+    A draft whose clientMessageId its sender already used is not stored again: the sender
+    alone gets the first one's 20 again, as the answer to its resend."""
     results: list[list[Notice] | Refusal] = []
     with transaction.atomic():
         dialogs = _locked_dialogs({draft.chat for draft in drafts})
+        stored = _stored_by_client_id(drafts)
         rows = []
         for draft in drafts:
             try:
-                dialog = _check_owned_active(dialogs.get(draft.chat), draft.sender, draft.held_user)
+                dialog = _check_owned(dialogs.get(draft.chat), draft.sender, draft.held_user)
+                first = stored.get((draft.sender, draft.client_message_id))
+                if first is not None:
+                    results.append([_answer_again(dialog, draft.sender, first)])
+                    continue
+                _check_owned_active(dialog, draft.sender, draft.held_user)
             except Refusal as refusal:
                 results.append(refusal)
                 continue
             dialog.last_seq += 1
-            rows.append(Message(dialog=dialog, author_id=draft.sender, content=draft.content, seq=dialog.last_seq))
+            row = Message(
+                dialog=dialog, author_id=draft.sender, content=draft.content, seq=dialog.last_seq,
+                client_message_id=draft.client_message_id,
+            )
+            rows.append(row)
+            if draft.client_message_id is not None:
+                stored[(draft.sender, draft.client_message_id)] = row
             event = events.chat_event(
                 events.MESSAGE, dialog.pk, sender=draft.sender, content=draft.content, seq=dialog.last_seq
             )
@@ -70,6 +91,24 @@ def messages_store(drafts: list[MessageDraft]) -> list[list[Notice] | Refusal]:
         Message.objects.bulk_create(rows)
         Dialog.objects.bulk_update({row.dialog for row in rows}, ["last_seq"])
     return results
+
+
+def _stored_by_client_id(drafts: list[MessageDraft]) -> dict[tuple, Message]:
+    keys = [(d.sender, d.client_message_id) for d in drafts if d.client_message_id is not None]
+    if not keys:
+        return {}
+    found = Message.objects.filter(
+        author_id__in={sender for sender, _ in keys}, client_message_id__in={key for _, key in keys}
+    ).only("dialog_id", "author_id", "content", "seq", "client_message_id")
+    return {(m.author_id, m.client_message_id): m for m in found}
+
+
+def _answer_again(dialog: Dialog, sender: uuid.UUID, first: Message) -> Notice:
+    """The 20 of a message stored before, for its sender only; `repeat` puts it among the
+    connection's answers rather than in the dialog's order, which it already had its place in."""
+    event = events.chat_event(events.MESSAGE, first.dialog_id, sender=sender, content=first.content, seq=first.seq)
+    channel = dialog.first.channel_name if sender == dialog.first_id else dialog.second.channel_name
+    return Notice(channel=channel, message={**event, "repeat": True})
 
 
 def dialog_stop(*, request: DialogRequest, held_user: uuid.UUID | None) -> list[Notice]:

@@ -55,7 +55,7 @@ class PoolUserAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return format_duration(seconds) + waiting
 
     @admin.action(
-        description="Remove selected users from the pool (they get 30 'admin')", permissions=["remove"]
+        description="Remove selected users from the pool (each is told it left the pool)", permissions=["remove"]
     )
     def remove_from_pool(self, request, queryset):
         result = pool_remove(user_ids=list(queryset.values_list("pk", flat=True)), reason="admin")

@@ -6,11 +6,9 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from chat.requests import DEFAULT_NAME, GENDERS, MAX_AGE, MAX_NAME_LENGTH
 
-class Gender(models.TextChoices):
-    MALE = "male"
-    FEMALE = "female"
-    OTHER = "other"
+Gender = models.TextChoices("Gender", [(gender.upper(), gender) for gender in GENDERS])
 
 
 class ServerProcess(models.Model):
@@ -22,28 +20,38 @@ class ServerProcess(models.Model):
     started_at = models.DateTimeField(default=timezone.now)
     last_seen = models.DateTimeField(default=timezone.now, db_index=True)
 
+    class Meta:
+        verbose_name_plural = "server processes"
+
     def __str__(self) -> str:
         return f"{self.hostname}:{self.pid}"
+
+
+class PoolStatus(models.TextChoices):
+    WAITING = "waiting", "waiting for a partner"
+    # Written only by the two-phase pairing of earlier versions; rows it left in these
+    # states (a rolling upgrade) still leave the pool like waiting ones.
+    CLAIMED = "claimed", "claimed, awaiting its connection's confirmation"
+    PAIRING = "pairing", "claiming a waiting user"
+    PAIRED = "paired", "in a dialog"
+    ENDED = "ended", "dialog ended"
+    CANCELLED = "cancelled", "cancelled waiting"
+    GONE = "gone", "connection gone"
+
+
+# Statuses in which the connection holds the user (at most one per connection).
+HELD = [PoolStatus.WAITING, PoolStatus.CLAIMED, PoolStatus.PAIRING, PoolStatus.PAIRED]
 
 
 class PoolUser(models.Model):
     """A user created by /start; its id is the senderUUID the client speaks with."""
 
-    class Status(models.TextChoices):
-        WAITING = "waiting", "waiting for a partner"
-        CLAIMED = "claimed", "claimed, awaiting its connection's confirmation"
-        PAIRING = "pairing", "claiming a waiting user"
-        PAIRED = "paired", "in a dialog"
-        ENDED = "ended", "dialog ended"
-        CANCELLED = "cancelled", "cancelled waiting"
-        GONE = "gone", "connection gone"
-
-    # Statuses in which the connection holds the user (at most one per connection).
-    HELD = (Status.WAITING, Status.CLAIMED, Status.PAIRING, Status.PAIRED)
+    Status = PoolStatus
+    HELD = HELD
     IN_POOL = (Status.WAITING, Status.CLAIMED, Status.PAIRING)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    name = models.CharField(max_length=64, default="Anonymous")
+    name = models.CharField(max_length=MAX_NAME_LENGTH, default=DEFAULT_NAME)
     language = models.CharField(max_length=3)
     gender = models.CharField(max_length=6, choices=Gender.choices, null=True, blank=True)
     age = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -76,11 +84,11 @@ class PoolUser(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["channel_name"],
-                condition=Q(status__in=["waiting", "claimed", "pairing", "paired"]),
+                condition=Q(status__in=HELD),
                 name="one_held_user_per_connection",
             ),
             models.CheckConstraint(
-                condition=Q(age__isnull=True) | Q(age__lte=150), name="age_in_range"
+                condition=Q(age__isnull=True) | Q(age__lte=MAX_AGE), name="age_in_range"
             ),
         ]
 

@@ -1,4 +1,4 @@
-"""Server processes: each live one beats; what a dead one held is released.
+"""Server processes: each live one beats; what a dead one held is released (dialogs.pairing).
 
 A process is dead when its heartbeat is older than RANDOMCHAT_PROCESS_TIMEOUT, or, on this
 host, when its pid no longer runs (so `prune_pool` notices a SIGKILL at once).
@@ -11,14 +11,13 @@ import socket
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.utils import timezone
 
 from chat import events
 from chat.events import Notice
 
 from .models import PoolUser, ServerProcess
-from .services import pool_release
 
 HOSTNAME = socket.gethostname()
 
@@ -78,28 +77,6 @@ def held_users(*, process_ids) -> list:
     )
 
 
-def process_release(*, silent: dict) -> tuple[list[ServerProcess], list[Notice]]:
-    """Release every user held by each silent process, then forget the process; `silent`
-    maps each to the last_seen it was judged on, and one that has beaten since is spared."""
-    released: list[ServerProcess] = []
-    notices: list[Notice] = []
-    for pk, last_seen in silent.items():
-        with transaction.atomic():
-            # Locked: a beat of that process waits, then finds its row gone and registers again.
-            process = ServerProcess.objects.select_for_update().filter(pk=pk, last_seen=last_seen).first()
-            if process is None:
-                continue
-            notices += pool_release(user_ids=held_users(process_ids=[pk]), reason="disconnect")
-            ServerProcess.objects.filter(pk=pk).delete()
-        released.append(process)
-    return released, notices
-
-
-def process_release_dead() -> tuple[list[ServerProcess], list[Notice]]:
-    """Release what the processes `processes_dead` names held (prune_pool)."""
-    return process_release(silent={p.pk: p.last_seen for p in processes_dead()})
-
-
 def process_tell_stranded(*, live_channels: set[str], since) -> list[Notice]:
     """This process was taken for dead at `since` or later, and its waiting users were
     removed from the pool while their connections lived on: each gets 30 "timeout", as
@@ -111,13 +88,70 @@ def process_tell_stranded(*, live_channels: set[str], since) -> list[Notice]:
     return [Notice(channel=channel, message=timeout) for channel in stranded]
 
 
-def process_reconcile(process: ServerProcess, live_channels: set[str]) -> list[Notice]:
-    """Release users of this process whose connection closed without a clean leave."""
-    lost = [
+def lost_users(process: ServerProcess, live_channels: set[str]) -> list:
+    """Users of this process whose connection closed without a clean leave."""
+    return [
         pk
         for pk, channel in PoolUser.objects.filter(process=process, status__in=PoolUser.HELD).values_list(
             "pk", "channel_name"
         )
         if channel not in live_channels
     ]
-    return pool_release(user_ids=lost, reason="disconnect") if lost else []
+
+
+# Presence: on PostgreSQL each process holds a session advisory lock on a connection of its
+# own. When the process dies, SIGKILLed or on another host, the server drops the connection
+# and the lock with it at once, long before its heartbeat goes stale: pairing reads the held
+# locks and pairs nobody with a user of a dead process.
+
+_presence: dict = {}  # {process id: the connection that holds its lock}, one at most
+
+
+def presence_key(process_id) -> int:
+    """The process's advisory lock: 63 bits of its id (pg_locks shows it as classid, objid)."""
+    return process_id.int >> 65
+
+
+def process_presence_hold(process: ServerProcess) -> None:
+    """Take the process's presence lock, or take it again after its connection was lost;
+    a registration that replaces another (a new event loop, in tests) drops the old one's.
+    Nothing on SQLite: one process serves it."""
+    if connection.vendor != "postgresql":
+        return
+    holder = _presence.get(process.pk)
+    if holder is not None and holder.is_usable():
+        return
+    process_presence_release()
+    holder = connections.create_connection(DEFAULT_DB_ALIAS)
+    holder.inc_thread_sharing()  # taken at registration, checked by the heartbeat thread
+    with holder.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [presence_key(process.pk)])
+    _presence[process.pk] = holder
+
+
+def process_presence_release() -> None:
+    """Drop this process's presence lock (tests, before their database is dropped)."""
+    while _presence:
+        _, holder = _presence.popitem()
+        holder.close()
+
+
+def _presence_held() -> set[int]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks"
+            " WHERE locktype = 'advisory' AND granted AND objsubid = 1"
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def processes_alive() -> set:
+    """Ids of the processes whose connections can be paired now: not dead by their rows,
+    and on PostgreSQL holding their presence lock. Pairing errs towards "dead": it only
+    waits longer."""
+    dead = {process.pk for process in processes_dead()}
+    alive = set(ServerProcess.objects.values_list("pk", flat=True)) - dead
+    if connection.vendor == "postgresql":
+        held = _presence_held()
+        alive = {pk for pk in alive if presence_key(pk) in held}
+    return alive

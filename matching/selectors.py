@@ -31,3 +31,8 @@ def pool_candidates_for(user: PoolUser) -> QuerySet[PoolUser]:
     if user.target_age_max is not None:
         qs = qs.filter(age__lte=user.target_age_max)
     return qs.order_by("created_at", "pk")
+
+
+def user_held_on(*, channel_name: str) -> bool:
+    """Whether a connection holds a user: waiting, being paired or in a dialog."""
+    return PoolUser.objects.filter(channel_name=channel_name, status__in=PoolUser.HELD).exists()

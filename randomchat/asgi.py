@@ -9,15 +9,16 @@ django_application = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from . import backpressure  # noqa: E402
+from . import daphne_hooks  # noqa: E402
 from .origins import OriginGuard  # noqa: E402
+from .probes import Probes  # noqa: E402
 from .routing import websocket_urlpatterns  # noqa: E402
 
-backpressure.install()
+daphne_hooks.install()
 
 application = ProtocolTypeRouter(
     {
-        "http": django_application,
+        "http": Probes(django_application),
         "websocket": OriginGuard(URLRouter(websocket_urlpatterns)),
     }
 )

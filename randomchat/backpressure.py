@@ -15,7 +15,6 @@ import time
 
 from django.conf import settings
 
-from .daphne_hooks import websocket_protocol_to_wrap
 
 logger = logging.getLogger(__name__)
 
@@ -53,14 +52,8 @@ def _drop_if_slow(protocol) -> None:
         protocol.transport.abortConnection()
 
 
-def install() -> None:
-    """Wrap daphne's send and periodic timeout check, and pace what it reads; idempotent."""
-    from . import inbound
-
-    inbound.install()
-    WebSocketProtocol = websocket_protocol_to_wrap("_randomchat_backpressure")
-    if WebSocketProtocol is None:
-        return
+def wrap(WebSocketProtocol) -> None:
+    """Check the backlog after each send and in daphne's periodic timeout check."""
     server_send = WebSocketProtocol.serverSend
     check_timeouts = WebSocketProtocol.check_timeouts
 

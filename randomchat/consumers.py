@@ -15,19 +15,26 @@ from chat.notify import send_notices
 from chat.order import DialogOrder
 from chat.refusals import DATABASE_UNAVAILABLE, Refusal, unavailable
 from chat.requests import DialogRequest, message_draft, parse_dialog_request, parse_start
-from dialogs.services import dialog_events, dialog_stop, messages_store
-from matching import services as pool
+from dialogs.models import Dialog
+from dialogs.pairing import dialogs_start, user_leave
+from dialogs.services import dialog_end, dialog_events, dialog_stop, messages_store
+from matching.selectors import user_held_on
+from matching.services import Entry, pool_cancel
+from moderation.address import address_hash, client_address
+from moderation.services import address_banned, address_record, report_take
 
 from . import metrics
 from .batching import Batch
-from .process import current_process, live_channels
+from .process import current_process, live_addresses, live_channels
 from .ratelimit import TokenBucket
 from .stomp.frames import Frame
-from .stomp_consumer import StompConsumer
+from .stomp_consumer import CLOSE_POLICY, StompConsumer
 
 logger = logging.getLogger(__name__)
 
 MESSAGES = Batch(messages_store)
+# Every /start that arrives while the previous batch is written is paired in the next one.
+STARTS = Batch(lambda entries: dialogs_start(entries, process_id=entries[0].process_id, live_channels=live_channels))
 
 
 @contextlib.contextmanager
@@ -55,38 +62,51 @@ def parse_or_refusal(body: bytes) -> tuple[DialogRequest | None, Refusal | None]
 
 
 class ChatConsumer(StompConsumer):
-    destinations = {"/start": "send_start", "/message": "send_message", "/stop": "send_stop"}
+    destinations = {"/start": "send_start", "/message": "send_message", "/stop": "send_stop", "/report": "send_report"}
     event_destination = "/user/dialog"
 
     async def connect(self) -> None:
         self.user_id = None  # the user this connection holds (its latest)
         self.dialog_id: str | None = None  # its current or latest dialog
-        self.confirm_timer: asyncio.Task | None = None
+        self.dialog_user = None  # the user it held in that dialog
+        self.address_hash = address_hash(client_address(self.scope))  # never the address itself
         self.start_bucket = TokenBucket(*settings.RANDOMCHAT_RATE_START)
         self.message_bucket = TokenBucket(*settings.RANDOMCHAT_RATE_MESSAGE)
+        self.report_bucket = TokenBucket(*settings.RANDOMCHAT_RATE_REPORT)
         self.rate_refusals = 0
         self.waiting_since: float | None = None
         self.order = DialogOrder()
         self.gap_timer: asyncio.Task | None = None
         live_channels.add(self.channel_name)
+        if self.address_hash is not None:
+            live_addresses[self.channel_name] = self.address_hash
         metrics.OPEN_CONNECTIONS.inc()
         await super().connect()
         logger.info("event=connect session=%s", self.session_id)
 
     async def disconnect(self, code: int) -> None:
+        live_channels.discard(self.channel_name)  # from now on nobody is paired with it
+        live_addresses.pop(self.channel_name, None)
         await super().disconnect(code)
-        live_channels.discard(self.channel_name)
         metrics.OPEN_CONNECTIONS.dec()
-        self._cancel_confirm_timer()
         self._cancel_gap_timer()
         try:
-            result = await database_sync_to_async(pool.pool_leave)(
+            left = await database_sync_to_async(user_leave)(
                 channel_name=self.channel_name, reason=self.drop_reason or "disconnect"
             )
-            await self.apply(result)
+            await self.publish(left.notices)
         except Exception:
             # The process's heartbeat loop releases the user once the database is back.
             logger.exception("event=leave_failed session=%s", self.session_id)
+
+    async def frame_connect(self, frame: Frame) -> None:
+        """A banned address gets ERROR `banned` instead of CONNECTED."""
+        if self.version is None and await self.banned():
+            await self.reject("banned", kind="banned", code=CLOSE_POLICY)
+            return
+        await super().frame_connect(frame)
+
+    frame_stomp = frame_connect
 
     # Destinations
 
@@ -96,16 +116,16 @@ class ChatConsumer(StompConsumer):
             self.require_layer()
             request = parse_start(frame.body)
             process = await self.ensure_process()
-            result = await call(
-                pool.pool_enter, channel_name=self.channel_name, request=request, process_id=process.pk
-            )
+            with database_refusal("dialogs_start"):
+                started = await STARTS.submit(Entry(self.channel_name, request, process.pk))
         except Refusal as refusal:
             await self.refuse(events.START_REFUSED, refusal)
             return
-        self.user_id = result.user_id
+        self.user_id = started.user_id
         self.waiting_since = asyncio.get_running_loop().time()
-        logger.info("event=pool_enter session=%s user=%s", self.session_id, result.user_id)
-        await self.apply(result)
+        logger.info("event=pool_enter session=%s user=%s", self.session_id, started.user_id)
+        # Through the channel, even this connection's 10: it follows the /start's RECEIPT.
+        await send_notices(self.channel_layer, started.notices)
 
     async def send_message(self, frame: Frame) -> None:
         request, invalid = parse_or_refusal(frame.body)  # a refusal echoes the ids as sent
@@ -126,10 +146,10 @@ class ChatConsumer(StompConsumer):
         request, invalid = parse_or_refusal(frame.body)  # any body cancels waiting
         try:
             self.require_layer()
-            cancelled = await call(pool.pool_cancel, channel_name=self.channel_name)
+            cancelled = await call(pool_cancel, channel_name=self.channel_name)
             if cancelled is not None:
-                self._cancel_confirm_timer()
-                await self.apply(cancelled)
+                left = events.chat_event(events.LEFT, service={"reason": "cancelled"})
+                await self.publish([Notice(self.channel_name, left)])
                 return
             if invalid is not None:
                 raise invalid
@@ -139,6 +159,32 @@ class ChatConsumer(StompConsumer):
             return
         await self.publish(notices)
 
+    async def send_report(self, frame: Frame) -> None:
+        """Report the current or latest dialog: 40 with the reportId; an active dialog ends as
+        by this connection's /stop."""
+        request, invalid = parse_or_refusal(frame.body)
+        try:
+            await self.check_rate(self.report_bucket)
+            if invalid is not None:
+                raise invalid
+            self.require_layer()
+            report_id, notices = await call(report_take, request=request, reporter=self.dialog_user)
+        except Refusal as refusal:
+            await self.refuse(events.REPORT_REFUSED, refusal, request)
+            return
+        metrics.REPORTS.inc()
+        await self.publish(notices)
+        await self.emit(self.order.push_unordered(self.reply(events.REPORTED, request, {"reportId": str(report_id)})))
+
+    async def session_active(self) -> bool:
+        """A connection in the pool or in a dialog may idle: a partner can be slow to reply."""
+        if self.user_id is None:
+            return False
+        try:
+            return await call(user_held_on, channel_name=self.channel_name)
+        except Refusal:
+            return True  # the database is down: keep what cannot be checked
+
     # Channel-layer events
 
     async def chat_event(self, event: dict) -> None:
@@ -146,8 +192,7 @@ class ChatConsumer(StompConsumer):
         next one has begun."""
         chat, code = event["chat"], event["code"]
         if code == events.PAIRED:
-            self._cancel_confirm_timer()
-            self.dialog_id = chat
+            self.dialog_id, self.dialog_user = chat, self.user_id
             if self.waiting_since is not None:
                 metrics.PAIRING_WAIT.observe(asyncio.get_running_loop().time() - self.waiting_since)
                 self.waiting_since = None
@@ -156,7 +201,25 @@ class ChatConsumer(StompConsumer):
         elif chat is not None and chat != self.dialog_id:
             return
         seq = event.get("seq")
-        await self.emit(self.order.push(seq, event) if seq is not None else self.order.push_unordered(event))
+        if seq is None or event.get("repeat"):
+            await self.emit(self.order.push_unordered(event))
+        else:
+            await self.emit(self.order.push(seq, event))
+        if code == events.PAIRED and self.address_hash is not None:
+            await self.keep_address()
+
+    async def moderation_banned(self, event: dict) -> None:
+        """This connection's address was banned: its dialog ends as by an admin, then it closes."""
+        if self.closing:
+            return
+        self.drop_reason = "admin"
+        if self.dialog_id is not None:
+            try:
+                notices = await call(dialog_end, dialog_id=self.dialog_id, reason=Dialog.EndReason.ADMIN)
+            except Refusal:  # the database is down: the disconnect ends it
+                notices = []
+            await self.publish(notices)
+        await self.reject("banned", kind="banned", code=CLOSE_POLICY)
 
     async def order_gap(self, event: dict) -> None:
         """An event of the dialog never came (lost with a dead process or a layer outage): read
@@ -174,39 +237,23 @@ class ChatConsumer(StompConsumer):
                 await self.emit(self.order.push(event["seq"], event))
         await self.emit(self.order.skip_gap())
 
-    async def pair_offer(self, event: dict) -> None:
-        await self.pool_step(
-            event, pool.pair_confirm, claimed_id=event["claimed"], claimant_id=event["claimant"],
-            channel_name=self.channel_name,
-        )
-
-    async def pair_retry(self, event: dict) -> None:
-        if event["user"] == str(self.user_id):
-            await self.pool_step(event, pool.pair_retry, user_id=self.user_id)
-
-    async def pair_declined(self, event: dict) -> None:
-        """The claimed user is gone (or never confirmed): claim the next one."""
-        if event["claimant"] == str(self.user_id):
-            self._cancel_confirm_timer()
-            await self.pool_step(event, pool.pair_release, claimant_id=self.user_id)
-
-    pair_timeout = pair_declined
-
     # Helpers
 
-    async def pool_step(self, event: dict, service, **kwargs) -> None:
-        """A pairing step no client frame waits for: while the database is down, retry it later."""
+    async def banned(self) -> bool:
+        """Whether this connection's address is banned; while the database is down, it is not."""
+        if self.address_hash is None:
+            return False
         try:
-            result = await call(service, **kwargs)
+            return await call(address_banned, address_hash=self.address_hash)
         except Refusal:
-            asyncio.get_running_loop().create_task(self._redeliver(event))
-            return
-        await self.apply(result)
+            return False
 
-    async def _redeliver(self, event: dict) -> None:
-        await asyncio.sleep(settings.RANDOMCHAT_RETRY_DELAY)
-        if not self.closing:
-            await send_notices(self.channel_layer, [Notice(self.channel_name, event)])
+    async def keep_address(self) -> None:
+        """The hashed address of a paired user, for a report about its dialog."""
+        try:
+            await call(address_record, user_id=self.user_id, address_hash=self.address_hash)
+        except Refusal:
+            logger.warning("event=address_not_kept session=%s user=%s", self.session_id, self.user_id)
 
     async def ensure_process(self):
         with database_refusal("process_register"):
@@ -258,38 +305,24 @@ class ChatConsumer(StompConsumer):
     async def send_answer(self, frame: Frame) -> None:
         await self.emit(self.order.push_unordered(frame))
 
-    async def apply(self, result: pool.PoolResult) -> None:
-        """Send the notices, and time any claim this user made."""
-        await self.publish(result.notices)
-        for notice in result.notices:
-            if notice.message["type"] == "pair.offer" and notice.message["claimant"] == str(self.user_id):
-                self._start_confirm_timer()
-
     async def refuse(self, code: int, refusal: Refusal, request: DialogRequest | None = None) -> None:
         if self.closing:  # rejected meanwhile (sustained abuse): the ERROR said it all
             return
         logger.info("event=refusal session=%s code=%s error=%s", self.session_id, code, refusal.slug)
         metrics.REFUSALS.labels(refusal.slug).inc()
-        body = events.event_body(
-            code,
-            chat=request.chat if request else None,
-            sender=request.sender if request else None,
-            service=refusal.as_error(),
-        )
-        item = {"body": body}
+        item = self.reply(code, request, refusal.as_error())
         if refusal.after_seq is not None and request.chat == self.dialog_id:
             await self.emit(self.order.push_after(refusal.after_seq, item))
         else:
             await self.emit(self.order.push_unordered(item))
 
-    def _start_confirm_timer(self) -> None:
-        self._cancel_confirm_timer()
-        self.confirm_timer = asyncio.get_running_loop().create_task(self._confirm_timeout(str(self.user_id)))
-
-    def _cancel_confirm_timer(self) -> None:
-        if self.confirm_timer is not None:
-            self.confirm_timer.cancel()
-            self.confirm_timer = None
+    @staticmethod
+    def reply(code: int, request: DialogRequest | None, service: dict) -> dict:
+        """An answer to a request: its ids as sent, and `service`."""
+        body = events.event_body(
+            code, chat=request.chat if request else None, sender=request.sender if request else None, service=service
+        )
+        return {"body": body}
 
     def _cancel_gap_timer(self) -> None:
         if self.gap_timer is not None:
@@ -301,9 +334,3 @@ class ChatConsumer(StompConsumer):
         await asyncio.sleep(settings.RANDOMCHAT_ORDER_GAP_SECONDS)
         self.gap_timer = None
         await send_notices(self.channel_layer, [Notice(self.channel_name, {"type": "order.gap"})])
-
-    async def _confirm_timeout(self, claimant: str) -> None:
-        await asyncio.sleep(settings.RANDOMCHAT_PAIR_CONFIRM_TIMEOUT)
-        self.confirm_timer = None
-        timeout = {"type": "pair.timeout", "claimant": claimant}
-        await send_notices(self.channel_layer, [Notice(self.channel_name, timeout)])

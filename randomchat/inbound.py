@@ -17,7 +17,6 @@ import time
 
 from django.conf import settings
 
-from .daphne_hooks import websocket_protocol_to_wrap
 from .ratelimit import TokenBucket
 
 # How often a connection paused for its queue looks again (s).
@@ -81,11 +80,8 @@ def pacer_of(protocol) -> Pacer:
     return pacer
 
 
-def install() -> None:
-    """Wrap daphne's WebSocket protocol; idempotent."""
-    WebSocketProtocol = websocket_protocol_to_wrap("_randomchat_inbound")
-    if WebSocketProtocol is None:
-        return
+def wrap(WebSocketProtocol) -> None:
+    """Pace what daphne reads, and hand nothing to a closing connection's application."""
     process_data = WebSocketProtocol.processData
     on_frame_end = WebSocketProtocol.onFrameEnd
     on_message = WebSocketProtocol.onMessage

@@ -1,17 +1,15 @@
-"""Prometheus metrics of this process, and the pool's state read from the database at scrape."""
+"""Prometheus metrics of this process, and the pool's state read from the database at scrape
+(probes.py serves them)."""
 
 from __future__ import annotations
 
 from django.db.models import Count
-from django.http import HttpResponse
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     disable_created_metrics,
-    generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
 
@@ -39,39 +37,57 @@ REJECTED_FRAMES = Counter(
 REFUSALS = Counter(
     "randomchat_refusals", "Refused actions (events 11/21/31), by error slug", ["error"], registry=REGISTRY
 )
+REPORTS = Counter("randomchat_reports_taken", "Reports taken (event 40) by this process", registry=REGISTRY)
+
+
+def pool_gauges_read() -> dict:
+    """Waiting users by language, active dialogs, reports by status and active bans, from
+    the database (probes.py runs it)."""
+    from dialogs.models import Dialog
+    from matching.models import PoolUser
+    from moderation.models import Ban, Report
+
+    rows = (
+        PoolUser.objects.filter(status__in=PoolUser.IN_POOL)
+        .values("language")
+        .annotate(n=Count("pk"))
+        .order_by("language")
+    )
+    reports = dict(Report.objects.values_list("status").annotate(n=Count("pk")).order_by("status"))
+    return {
+        "waiting": {row["language"]: row["n"] for row in rows},
+        "active_dialogs": Dialog.objects.filter(status=Dialog.Status.ACTIVE).count(),
+        "reports": {status: reports.get(status, 0) for status in Report.Status.values},
+        "active_bans": Ban.objects.active().count(),
+    }
 
 
 class PoolCollector:
-    """Waiting users by language and active dialogs, shared by every process via the database."""
+    """The gauges shared by every process via the database (`pool_gauges_read`).
+
+    The scrape reads them first (`gauges`): collecting never touches the database.
+    """
+
+    def __init__(self) -> None:
+        self.gauges: dict = {"waiting": {}, "active_dialogs": 0, "reports": {}, "active_bans": 0}
 
     def describe(self):
-        return []  # nothing to read at registration: the database is queried at scrape time
+        return []  # the gauges are known at scrape time
 
     def collect(self):
-        from dialogs.models import Dialog
-        from matching.models import PoolUser
-
         waiting = GaugeMetricFamily(
             "randomchat_waiting_users", "Users waiting in the pool, by language", labels=["language"]
         )
-        rows = (
-            PoolUser.objects.filter(status__in=PoolUser.IN_POOL)
-            .values("language")
-            .annotate(n=Count("pk"))
-            .order_by("language")
-        )
-        for row in rows:
-            waiting.add_metric([row["language"]], row["n"])
+        for language, n in self.gauges["waiting"].items():
+            waiting.add_metric([language], n)
         yield waiting
-        yield GaugeMetricFamily(
-            "randomchat_active_dialogs",
-            "Dialogs in progress",
-            value=Dialog.objects.filter(status=Dialog.Status.ACTIVE).count(),
-        )
+        yield GaugeMetricFamily("randomchat_active_dialogs", "Dialogs in progress", value=self.gauges["active_dialogs"])
+        reports = GaugeMetricFamily("randomchat_reports", "Reports kept, by status", labels=["status"])
+        for status, n in self.gauges["reports"].items():
+            reports.add_metric([status], n)
+        yield reports
+        yield GaugeMetricFamily("randomchat_active_bans", "Addresses banned now", value=self.gauges["active_bans"])
 
 
-REGISTRY.register(PoolCollector())
-
-
-def metrics_view(request):
-    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+POOL = PoolCollector()
+REGISTRY.register(POOL)

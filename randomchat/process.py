@@ -9,15 +9,21 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from dialogs import pairing
 from matching import processes
 from matching.liveness import HeartbeatWatch
+from matching.maintenance import pool_timeout
 
+from chat.events import Notice
 from chat.notify import send_notices
+from moderation.services import BANNED, banned_hashes
 
 logger = logging.getLogger(__name__)
 
 live_channels: set[str] = set()
 """Channel names of this process's open connections."""
+live_addresses: dict[str, str] = {}
+"""The hashed address of each open connection, by channel name (moderation bans)."""
 
 _registered: dict[asyncio.AbstractEventLoop, object] = {}
 _registering: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
@@ -42,6 +48,7 @@ async def current_process():
         process = _registered.get(loop)
         if process is None:
             process = await database_sync_to_async(processes.process_register)()
+            await in_own_thread(processes.process_presence_hold)(process)
             _registered.clear()
             _registered[loop] = process
             loop.create_task(_beat_forever(process))
@@ -73,11 +80,16 @@ async def beat_once(process, layer, watch: HeartbeatWatch) -> None:
     if await in_own_thread(processes.process_beat)(process):
         logger.warning("process registered again id=%s: it had been taken for dead", process.pk)
         notices += await in_own_thread(processes.process_tell_stranded)(live_channels=set(live_channels), since=last_beat)
+    await in_own_thread(processes.process_presence_hold)(process)  # again, if its connection was lost
     beats, gone = await in_own_thread(processes.process_heartbeats)(alive=process)
     silent = {**watch.observe(beats, asyncio.get_running_loop().time()), **gone}
-    released, released_notices = await in_own_thread(processes.process_release)(silent=silent)
+    released, released_notices = await in_own_thread(pairing.process_release)(silent=silent)
     for gone_process in released:
         logger.info("process released id=%s host=%s pid=%s", gone_process.pk, gone_process.hostname, gone_process.pid)
     notices += released_notices
-    notices += await in_own_thread(processes.process_reconcile)(process, set(live_channels))
+    notices += await in_own_thread(pairing.process_reconcile)(process, set(live_channels))
+    if settings.RANDOMCHAT_MAX_WAIT:
+        notices += await in_own_thread(pool_timeout)(process_id=process.pk, max_wait=settings.RANDOMCHAT_MAX_WAIT)
+    banned = await in_own_thread(banned_hashes)() if live_addresses else set()
+    notices += [Notice(channel, BANNED) for channel, hashed in list(live_addresses.items()) if hashed in banned]
     await send_notices(layer, notices)

@@ -48,7 +48,8 @@ SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if PRODUCTION:
         raise ImproperlyConfigured("SECRET_KEY must be set when RANDOMCHAT_PRODUCTION is on")
-    SECRET_KEY = "insecure-development-key-randomchat-not-for-production-use-0123456789"
+    # Django's own prefix for a key it generated for development: `check --deploy` flags it.
+    SECRET_KEY = "django-insecure-randomchat-development-key-not-for-production-use-0123456789"
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 
@@ -56,12 +57,17 @@ if PRODUCTION:
     # Behind a TLS-terminating proxy (docs/DEPLOYMENT.md); health checks stay plain HTTP.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("RANDOMCHAT_SSL_REDIRECT", True)
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
     SECURE_HSTS_SECONDS = env_int("RANDOMCHAT_HSTS_SECONDS", 31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+# daphne's access log (client IP addresses): a file, or "-" for stdout; empty is off (accesslog.py).
+RANDOMCHAT_ACCESS_LOG = os.environ.get("RANDOMCHAT_ACCESS_LOG", "")
+# Who may read /metrics and the reasons of a failed /healthz (probes.py): a bearer token, or
+# peer addresses/networks when no proxy header says the request came through one.
+RANDOMCHAT_METRICS_TOKEN = os.environ.get("RANDOMCHAT_METRICS_TOKEN", "")
+RANDOMCHAT_METRICS_ALLOW = env_list("RANDOMCHAT_METRICS_ALLOW", ["127.0.0.1", "::1"])
 # Extra WebSocket origins allowed besides the host itself (e.g. https://chat.example.com).
 RANDOMCHAT_ALLOWED_ORIGINS = env_list("RANDOMCHAT_ALLOWED_ORIGINS", [])
 
@@ -76,6 +82,7 @@ INSTALLED_APPS = [
     "channels",
     "matching",
     "dialogs",
+    "moderation",
 ]
 
 MIDDLEWARE = [
@@ -183,6 +190,14 @@ STOMP_HEARTBEAT = (
 )
 STOMP_HEARTBEAT_GRACE = 3  # silent client intervals before the connection is dropped
 STOMP_CONNECT_TIMEOUT = float(os.environ.get("RANDOMCHAT_CONNECT_TIMEOUT", "10"))
+# Seconds a frame may take from its first byte to its NUL; 0 = no limit.
+STOMP_FRAME_TIMEOUT = float(os.environ.get("RANDOMCHAT_FRAME_TIMEOUT", "30"))
+# Seconds a connection with heart-beats off may send nothing while it is in no dialog and
+# not in the pool; 0 = no limit.
+STOMP_IDLE_TIMEOUT = float(os.environ.get("RANDOMCHAT_IDLE_TIMEOUT", "300"))
+# Bytes one connection may make the server hold: the frame being received, the frames of
+# its open transactions and the events waiting for its SUBSCRIBE (stomp_consumer.held_size).
+STOMP_MAX_CONNECTION_BYTES = env_int("RANDOMCHAT_MAX_CONNECTION_BYTES", 256 * 1024)
 STOMP_MAX_FRAME_SIZE = env_int("RANDOMCHAT_MAX_FRAME_SIZE", 64 * 1024)
 STOMP_MAX_HEADERS = env_int("RANDOMCHAT_MAX_HEADERS", 100)
 STOMP_MAX_HEADER_LINE = env_int("RANDOMCHAT_MAX_HEADER_LINE", 8 * 1024)
@@ -198,16 +213,23 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"no_client_text": {"()": "randomchat.logfilters.ClientTextFilter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["no_client_text"]}
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("RANDOMCHAT_LOG_LEVEL", "INFO")},
     "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
 }
-# How long a claimed user's connection has to confirm a pair before the claim moves on.
-RANDOMCHAT_PAIR_CONFIRM_TIMEOUT = float(os.environ.get("RANDOMCHAT_PAIR_CONFIRM_TIMEOUT", "5"))
 # Each process beats this often (s); one silent for RANDOMCHAT_PROCESS_TIMEOUT is dead and
 # its users are released (their partners get 30 "disconnect").
 RANDOMCHAT_PROCESS_HEARTBEAT = float(os.environ.get("RANDOMCHAT_PROCESS_HEARTBEAT", "5"))
 RANDOMCHAT_PROCESS_TIMEOUT = float(os.environ.get("RANDOMCHAT_PROCESS_TIMEOUT", "20"))
+# PROTOCOL.md §7.3: a user who has waited this long (s) leaves the pool with 30 "timeout";
+# 0 = never. Checked by the process that holds the user, once per heartbeat.
+RANDOMCHAT_MAX_WAIT = float(os.environ.get("RANDOMCHAT_MAX_WAIT", "600"))
+# PROTOCOL.md §7.2: two connections whose dialog ended within this many seconds are not
+# paired with each other again (they keep waiting); 0 = no such rule.
+RANDOMCHAT_REMATCH_WINDOW = float(os.environ.get("RANDOMCHAT_REMATCH_WINDOW", "300"))
 
 # Per-connection rate limits (token buckets keyed on the connection, never on a client field):
 # (tokens per second, burst). Past the limit an action gets its x1 event `rate_limited`;
@@ -231,9 +253,15 @@ RANDOMCHAT_ORDER_GAP_SECONDS = float(os.environ.get("RANDOMCHAT_ORDER_GAP_SECOND
 # How long a notice is tried again, in the background, while the channel layer (Redis) is
 # unavailable; the actions of the chat are refused with `unavailable` meanwhile.
 RANDOMCHAT_LAYER_RETRY_SECONDS = float(os.environ.get("RANDOMCHAT_LAYER_RETRY_SECONDS", "300"))
-# Pause before a pairing step that failed on an unavailable database is tried again (s).
-RANDOMCHAT_RETRY_DELAY = float(os.environ.get("RANDOMCHAT_RETRY_DELAY", "1"))
 # Slow readers: a connection whose unsent bytes pass this bound, or whose send buffer stays
 # full this long, is closed (Spring: 512 KiB, 10 s).
 RANDOMCHAT_SLOW_READER_BYTES = env_int("RANDOMCHAT_SLOW_READER_BYTES", 512 * 1024)
 RANDOMCHAT_SLOW_READER_SECONDS = float(os.environ.get("RANDOMCHAT_SLOW_READER_SECONDS", "10"))
+
+# Moderation (moderation/). /report per connection: (per second, burst).
+RANDOMCHAT_RATE_REPORT = env_rate("RANDOMCHAT_RATE_REPORT", 0.1, 5)
+# Proxies (addresses or networks) whose X-Forwarded-For entry names the client; the socket's
+# peer otherwise. Addresses are kept only as an HMAC keyed by RANDOMCHAT_ADDRESS_KEY (default:
+# derived from SECRET_KEY; set it so that bans outlive a SECRET_KEY rotation).
+RANDOMCHAT_TRUSTED_PROXIES = env_list("RANDOMCHAT_TRUSTED_PROXIES", [])
+RANDOMCHAT_ADDRESS_KEY = os.environ.get("RANDOMCHAT_ADDRESS_KEY", "")

@@ -27,20 +27,40 @@ SUBPROTOCOLS = ("v12.stomp", "v11.stomp", "v10.stomp")
 APP_PREFIX = "/app"
 # Application close codes (4000-4999): daphne's WebSocket library refuses 1002 and 1008.
 CLOSE_PROTOCOL_ERROR = 4002  # after an ERROR frame
-CLOSE_POLICY = 4008  # no CONNECT in time, heart-beats stopped
+CLOSE_POLICY = 4008  # no CONNECT in time, heart-beats stopped, a banned address
 _NOT_NUL = re.compile(rb"[^\x00]")
 # Larger heart-beat wishes are clamped: they mean "practically never" and must stay usable as floats.
 MAX_HEARTBEAT_MS = 2**31 - 1
+# What CPython spends on a frame beyond its characters: the object with its headers tuple,
+# and each header's 2-tuple and two str (measured with tracemalloc). Many short headers
+# cost far more than their bytes on the wire.
+FRAME_OVERHEAD = 300
+HEADER_OVERHEAD = 110
+
+
+def held_size(frame: Frame) -> int:
+    """About the bytes of memory a frame kept by the server costs."""
+    return FRAME_OVERHEAD + len(frame.body) + sum(HEADER_OVERHEAD + len(k) + len(v) for k, v in frame.headers)
 
 
 class ProtocolError(Exception):
-    """A client broke the STOMP contract: answered with one ERROR frame, then close."""
+    """A client broke the STOMP contract: answered with one ERROR frame, then close.
+
+    `reason` is fixed text, safe to log; `detail`, the client's offending input if any,
+    only goes back to the client.
+    """
 
     def __init__(
-        self, message: str, *, headers: tuple[tuple[str, str], ...] = (), kind: str = "protocol_error"
+        self,
+        reason: str,
+        detail: str | None = None,
+        *,
+        headers: tuple[tuple[str, str], ...] = (),
+        kind: str = "protocol_error",
     ) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
         self.headers = headers
         self.kind = kind  # a bounded category, for metrics
 
@@ -61,7 +81,7 @@ def parse_heartbeat(value: str | None) -> tuple[int, int]:
         return 0, 0
     parts = [p.strip() for p in value.split(",")]
     if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts):
-        raise ProtocolError(f"Invalid heart-beat header {value[:40]!r}")
+        raise ProtocolError("Invalid heart-beat header", value[:40])
     return min(int(parts[0]), MAX_HEARTBEAT_MS), min(int(parts[1]), MAX_HEARTBEAT_MS)
 
 
@@ -102,7 +122,10 @@ class StompConsumer(AsyncWebsocketConsumer):
         self.subscriptions: dict[str, str] = {}
         self.frame_bucket = TokenBucket(*settings.RANDOMCHAT_RATE_FRAME)  # every frame, heart-beats too
         self.transactions: dict[str, list[Frame]] = {}
+        self.transaction_bytes = 0  # held_size() of every frame in self.transactions
         self.pending_events: list[dict] = []
+        self.pending_bytes = 0  # the bodies of self.pending_events
+        self.partial_since: float | None = None  # when the frame being received began
         self.message_ids = itertools.count(1)
         loop = asyncio.get_running_loop()
         self.last_inbound = self.last_outbound = loop.time()
@@ -115,7 +138,7 @@ class StompConsumer(AsyncWebsocketConsumer):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        self.transactions.clear()
+        self._drop_transactions()
 
     async def dispatch(self, message: dict) -> None:
         """Call the handler at once. channels' own dispatch first awaits
@@ -144,7 +167,7 @@ class StompConsumer(AsyncWebsocketConsumer):
             if not self.parser.buffered:
                 start = _NOT_NUL.search(data, pos)  # stray NULs between frames
                 if start is None:
-                    return
+                    break
                 pos = start.start()
             nul = data.find(b"\x00", pos)
             end = size if nul < 0 else nul + 1
@@ -156,8 +179,14 @@ class StompConsumer(AsyncWebsocketConsumer):
                     items += self.parser.feed(data[end:])
                     end = size
             except FrameError as exc:
-                await self.reject(str(exc), kind="frame_too_large" if isinstance(exc, FrameTooLarge) else "malformed_frame")
+                kind = "frame_too_large" if isinstance(exc, FrameTooLarge) else "malformed_frame"
+                await self.reject(exc.reason, detail=exc.detail, kind=kind)
                 return
+            if self.held_bytes() > settings.STOMP_MAX_CONNECTION_BYTES:
+                await self.reject(self._memory_limit_reason(), kind="limit_exceeded")
+                return
+            if items:  # the frame that was being received is complete
+                self.partial_since = None
             pos = end
             for item in items:
                 if not self.frame_bucket.take(now):
@@ -168,6 +197,19 @@ class StompConsumer(AsyncWebsocketConsumer):
                 await self._handle(item)
                 if self.closing:
                     return
+        if not self.parser.buffered:
+            self.partial_since = None
+        elif self.partial_since is None:
+            self.partial_since = now
+
+    def held_bytes(self) -> int:
+        """What this connection makes the server hold: the frame being received, the frames
+        of its open transactions and the events waiting for its SUBSCRIBE."""
+        return self.parser.buffered + self.transaction_bytes + self.pending_bytes
+
+    @staticmethod
+    def _memory_limit_reason() -> str:
+        return f"More than {settings.STOMP_MAX_CONNECTION_BYTES} bytes buffered for this connection"
 
     async def reject_frame_rate(self) -> None:
         rate, burst = settings.RANDOMCHAT_RATE_FRAME
@@ -180,7 +222,7 @@ class StompConsumer(AsyncWebsocketConsumer):
         try:
             await self.receive_frame(item)
         except ProtocolError as exc:
-            await self.reject(exc.message, headers=exc.headers + self._receipt_id(item), kind=exc.kind)
+            await self.reject(exc.reason, detail=exc.detail, headers=exc.headers + self._receipt_id(item), kind=exc.kind)
         except Exception:
             # A bug or an outage, not the client's fault: it still gets an ERROR frame
             # rather than a bare 1011 close from the server.
@@ -191,7 +233,7 @@ class StompConsumer(AsyncWebsocketConsumer):
         """Handle one client frame, then acknowledge its receipt if it asked for one."""
         command = frame.command
         if command not in f.CLIENT_COMMANDS:
-            raise ProtocolError(f"Unknown command {command}", kind="unknown_command")
+            raise ProtocolError("Unknown command", command, kind="unknown_command")
         if self.version is None and command not in (f.CMD_CONNECT, f.CMD_STOMP):
             raise ProtocolError(f"Expected CONNECT or STOMP, got {command}", kind="not_connected")
         handler = getattr(self, "frame_" + command.lower())
@@ -222,7 +264,7 @@ class StompConsumer(AsyncWebsocketConsumer):
         self.version = self.parser.version = version
         if self.timer is not None:
             self.timer.cancel()
-        self.timer = asyncio.get_running_loop().create_task(self._heartbeat())
+        self.timer = asyncio.get_running_loop().create_task(self._watch())
         await self.send_frame(
             Frame(
                 f.CMD_CONNECTED,
@@ -246,13 +288,13 @@ class StompConsumer(AsyncWebsocketConsumer):
                 raise ProtocolError("SUBSCRIBE without an id header")
             sub_id = destination
         if sub_id in self.subscriptions:
-            raise ProtocolError(f"Subscription id {sub_id!r} is already in use")
+            raise ProtocolError("Subscription id already in use", sub_id)
         if destination != self.event_destination:
-            raise ProtocolError(f"Unknown destination {destination!r}", kind="unknown_destination")
+            raise ProtocolError("Unknown destination", destination, kind="unknown_destination")
         if len(self.subscriptions) >= settings.STOMP_MAX_SUBSCRIPTIONS:
             raise ProtocolError(f"More than {settings.STOMP_MAX_SUBSCRIPTIONS} subscriptions", kind="limit_exceeded")
         self.subscriptions[sub_id] = destination
-        pending, self.pending_events = self.pending_events, []
+        pending, self.pending_events, self.pending_bytes = self.pending_events, [], 0
         for event in pending:
             await self.deliver(event)
 
@@ -263,7 +305,7 @@ class StompConsumer(AsyncWebsocketConsumer):
         if sub_id is None:
             raise ProtocolError("UNSUBSCRIBE without an id header")
         if self.subscriptions.pop(sub_id, None) is None:
-            raise ProtocolError(f"No subscription with id {sub_id!r}")
+            raise ProtocolError("No subscription with id", sub_id)
 
     async def frame_ack(self, frame: Frame) -> None:
         """Every subscription is `auto`: ACK and NACK have no effect."""
@@ -273,7 +315,7 @@ class StompConsumer(AsyncWebsocketConsumer):
     async def frame_begin(self, frame: Frame) -> None:
         name = self._required(frame, f.HDR_TRANSACTION)
         if name in self.transactions:
-            raise ProtocolError(f"Transaction {name!r} is already open")
+            raise ProtocolError("Transaction already open", name)
         if len(self.transactions) >= settings.STOMP_MAX_TRANSACTIONS:
             raise ProtocolError(f"More than {settings.STOMP_MAX_TRANSACTIONS} open transactions", kind="limit_exceeded")
         self.transactions[name] = []
@@ -294,16 +336,18 @@ class StompConsumer(AsyncWebsocketConsumer):
             return
         frames = self.transactions.get(name)
         if frames is None:
-            raise ProtocolError(f"No open transaction {name!r}")
+            raise ProtocolError("No open transaction", name)
         if len(frames) >= settings.STOMP_MAX_TRANSACTION_FRAMES:
-            raise ProtocolError(
-                f"More than {settings.STOMP_MAX_TRANSACTION_FRAMES} frames in transaction {name!r}"
-            )
+            raise ProtocolError(f"More than {settings.STOMP_MAX_TRANSACTION_FRAMES} frames in transaction", name)
+        size = held_size(frame)
+        if self.held_bytes() + size > settings.STOMP_MAX_CONNECTION_BYTES:
+            raise ProtocolError(self._memory_limit_reason(), kind="limit_exceeded")
         frames.append(frame)
+        self.transaction_bytes += size
 
     async def frame_disconnect(self, frame: Frame) -> None:
         """The chat effect is the same as the socket closing; the close follows the receipt."""
-        self.transactions.clear()
+        self._drop_transactions()
 
     async def dispatch_send(self, frame: Frame) -> None:
         await self._handler_for(frame.get(f.HDR_DESTINATION))(frame)
@@ -312,15 +356,20 @@ class StompConsumer(AsyncWebsocketConsumer):
         name = destination[len(APP_PREFIX):] if destination.startswith(APP_PREFIX + "/") else destination
         method = self.destinations.get(name)
         if method is None:
-            raise ProtocolError(f"Unknown destination {destination!r}", kind="unknown_destination")
+            raise ProtocolError("Unknown destination", destination, kind="unknown_destination")
         return getattr(self, method)
 
     def _end_transaction(self, frame: Frame) -> list[Frame]:
         name = self._required(frame, f.HDR_TRANSACTION)
         frames = self.transactions.pop(name, None)
         if frames is None:
-            raise ProtocolError(f"No open transaction {name!r}")
+            raise ProtocolError("No open transaction", name)
+        self.transaction_bytes -= sum(map(held_size, frames))
         return frames
+
+    def _drop_transactions(self) -> None:
+        self.transactions.clear()
+        self.transaction_bytes = 0
 
     @staticmethod
     def _receipt_id(frame: Frame) -> tuple[tuple[str, str], ...]:
@@ -343,6 +392,10 @@ class StompConsumer(AsyncWebsocketConsumer):
         """Send a frame that answers a client frame (a RECEIPT); a subclass may hold it
         behind the events that frame caused."""
         await self.send_frame(frame)
+
+    async def session_active(self) -> bool:
+        """Whether a client with heart-beats off may stay silent past STOMP_IDLE_TIMEOUT."""
+        return False
 
     # Outbound
 
@@ -367,7 +420,12 @@ class StompConsumer(AsyncWebsocketConsumer):
                     kind="limit_exceeded",
                 )
                 return
+            size = len(event["body"])
+            if self.held_bytes() + size > settings.STOMP_MAX_CONNECTION_BYTES:
+                await self.reject(self._memory_limit_reason(), kind="limit_exceeded")
+                return
             self.pending_events.append(event)
+            self.pending_bytes += size
             return
         for sub_id in targets:
             await self.send_frame(
@@ -384,13 +442,23 @@ class StompConsumer(AsyncWebsocketConsumer):
             )
 
     async def reject(
-        self, message: str, *, headers: tuple[tuple[str, str], ...] = (), kind: str = "protocol_error"
+        self,
+        reason: str,
+        *,
+        detail: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+        kind: str = "protocol_error",
+        code: int = CLOSE_PROTOCOL_ERROR,
     ) -> None:
-        """One ERROR frame, then close; other connections never notice."""
+        """One ERROR frame, then close with `code`; other connections never notice.
+
+        The log gets the fixed `reason` only; the client's own `detail` goes back to it alone.
+        """
         if self.closing:
             return
-        logger.info("stomp rejected session=%s kind=%s reason=%s", self.session_id, kind, message)
+        logger.info("stomp rejected session=%s kind=%s reason=%s", self.session_id, kind, reason)
         REJECTED_FRAMES.labels(kind).inc()
+        message = reason if detail is None else f"{reason} {detail!r}"
         await self.send_frame(
             Frame(
                 f.CMD_ERROR,
@@ -399,37 +467,53 @@ class StompConsumer(AsyncWebsocketConsumer):
             )
         )
         self.closing = True
-        await self.close(code=CLOSE_PROTOCOL_ERROR)
+        await self.close(code=code)
 
     # Timers
 
     async def _watch_connect_timeout(self) -> None:
         await asyncio.sleep(settings.STOMP_CONNECT_TIMEOUT)
         if self.version is None and not self.closing:
-            logger.info("stomp rejected session=%s kind=connect_timeout reason=no CONNECT within %ss", self.session_id, settings.STOMP_CONNECT_TIMEOUT)
-            REJECTED_FRAMES.labels("connect_timeout").inc()
-            self.closing = True
-            await self.close(code=CLOSE_POLICY)
+            await self._drop("connect_timeout", f"no CONNECT within {settings.STOMP_CONNECT_TIMEOUT:g}s")
 
-    async def _heartbeat(self) -> None:
-        """Send EOLs on time; drop a client whose heart-beats stop."""
+    async def _watch(self) -> None:
+        """Send EOLs on time; drop a client whose heart-beats stop, whose frame takes too
+        long to complete, or that idles with heart-beats off and no session in progress."""
         out_s = self.outgoing_interval / 1000
         in_s = self.incoming_interval / 1000
         grace = in_s * settings.STOMP_HEARTBEAT_GRACE
-        if not out_s and not in_s:
+        frame_limit = settings.STOMP_FRAME_TIMEOUT
+        idle_limit = 0 if in_s else settings.STOMP_IDLE_TIMEOUT
+        ticks = [x / 2 for x in (out_s, in_s, frame_limit, idle_limit) if x]
+        if not ticks:
             return
-        tick = min(x for x in (out_s / 2, in_s / 2) if x)
+        tick = min(ticks)
         loop = asyncio.get_running_loop()
+        idle_checked = 0.0  # when session_active() last said yes
         while not self.closing:
             await asyncio.sleep(tick)
             now = loop.time()
             if in_s and now - self.last_inbound > grace:
-                logger.info("stomp rejected session=%s kind=heartbeat_timeout reason=no heart-beat for %.1fs", self.session_id, now - self.last_inbound)
-                REJECTED_FRAMES.labels("heartbeat_timeout").inc()
-                self.closing = True
                 self.drop_reason = "timeout"
-                await self.close(code=CLOSE_POLICY)
+                await self._drop("heartbeat_timeout", f"no heart-beat for {now - self.last_inbound:.1f}s")
                 return
+            if frame_limit and self.partial_since is not None and now - self.partial_since > frame_limit:
+                await self.reject(f"Frame not completed within {frame_limit:g} s", kind="frame_timeout")
+                return
+            if idle_limit and now - max(self.last_inbound, idle_checked) > idle_limit:
+                if not await self.session_active():
+                    await self._drop("idle_timeout", f"nothing received for {now - self.last_inbound:.0f}s")
+                    return
+                idle_checked = now
             if out_s and now - self.last_outbound >= out_s - tick:
                 self.last_outbound = now
                 await self.send(text_data="\n")
+
+    async def _drop(self, kind: str, reason: str) -> None:
+        """Close without an ERROR frame: the client has stopped talking."""
+        if self.closing:
+            return
+        logger.info("stomp rejected session=%s kind=%s reason=%s", self.session_id, kind, reason)
+        REJECTED_FRAMES.labels(kind).inc()
+        self.closing = True
+        await self.close(code=CLOSE_POLICY)

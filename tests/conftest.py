@@ -128,3 +128,13 @@ def pytest_runtest_makereport(item, call):
                 (f"daphne on port {server.port} ({server.log_path})", server.log(since=offset) or "(no output)")
             )
     return report
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):
+    """The test database, and before it is dropped, the presence lock a consumer test's
+    process took on PostgreSQL (its connection would keep the DROP waiting)."""
+    yield
+    from matching.processes import process_presence_release
+
+    process_presence_release()

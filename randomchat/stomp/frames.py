@@ -52,7 +52,16 @@ SUPPORTED_VERSIONS = ("1.0", "1.1", "1.2")
 
 
 class FrameError(ValueError):
-    """Raised for bytes that are not a valid STOMP frame, or that break a codec limit."""
+    """Raised for bytes that are not a valid STOMP frame, or that break a codec limit.
+
+    `reason` is fixed text, safe to log; `detail` is the offending input, if any, which
+    only the message (`str()`, meant for the client) quotes.
+    """
+
+    def __init__(self, reason: str, detail: str | None = None) -> None:
+        super().__init__(reason if detail is None else f"{reason} {detail!r}")
+        self.reason = reason
+        self.detail = detail
 
 
 class FrameTooLarge(FrameError):
@@ -148,7 +157,7 @@ def unescape(value: str, version: str = "1.2") -> str:
         if part:
             replacement = table.get(part[0])
             if replacement is None:
-                raise FrameError(f"Invalid escape sequence \\{part[0]} in header")
+                raise FrameError("Invalid escape sequence in header", "\\" + part[0])
             out.append(replacement)
             out.append(part[1:])
             i += 1
@@ -180,9 +189,7 @@ def _header_block(headers: list[tuple[str, str]], do_escape: bool, version: str)
         )
     for key, value in headers:
         if ":" in key or "\n" in key or "\r" in key or "\n" in value or "\r" in value:
-            raise FrameError(
-                f"Header {key[:64]!r} cannot be carried unescaped (STOMP {version})"
-            )
+            raise FrameError(f"A header cannot be carried unescaped (STOMP {version})", key[:64])
     return text
 
 
@@ -194,7 +201,7 @@ def encode_frame(frame: Frame, version: str = "1.2") -> bytes:
     """
     command = frame.command
     if not valid_command(command):
-        raise FrameError(f"Invalid command {command[:MAX_COMMAND_LENGTH]!r}")
+        raise FrameError("Invalid command", command[:MAX_COMMAND_LENGTH])
     headers = [item for item in frame.headers if item[0] != HDR_CONTENT_LENGTH]
     body = frame.body
     text = _header_block(headers, escapes_headers(command, version), version)

@@ -172,7 +172,7 @@ class FrameParser:
                     raise self._line_too_long()
         command = lines[0]
         if command not in KNOWN_COMMANDS and not valid_command(command):
-            raise FrameError(f"Invalid command {command[:MAX_COMMAND_LENGTH]!r}")
+            raise FrameError("Invalid command", command[:MAX_COMMAND_LENGTH])
         version = self.version
         do_unescape = version != "1.0" and command not in UNESCAPED_COMMANDS and "\\" in text
         headers = []
@@ -180,7 +180,7 @@ class FrameParser:
         for line in lines[1:]:
             key, sep, value = line.partition(":")
             if not sep:
-                raise FrameError(f"Header line without ':' {line[:64]!r}")
+                raise FrameError("Header line without ':'", line[:64])
             append((key, value))
         if do_unescape:
             headers = [(unescape(k, version), unescape(v, version)) for k, v in headers]
@@ -196,7 +196,7 @@ class FrameParser:
 
     def _content_length(self, text: str) -> int:
         if not (text.isascii() and text.isdigit()):
-            raise FrameError(f"Invalid content-length {text[:32]!r}")
+            raise FrameError("Invalid content-length", text[:32])
         digits = text.lstrip("0")
         # int() refuses very long digit strings; anything this long is over any limit.
         if len(digits) > 18:

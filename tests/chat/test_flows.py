@@ -7,7 +7,6 @@ import uuid
 
 import pytest
 from channels.db import database_sync_to_async
-from django.test import override_settings
 
 from dialogs.models import Dialog, Message
 from matching.models import PoolUser
@@ -199,60 +198,75 @@ async def test_claimed_user_whose_connection_is_gone_is_not_paired(chat):
     assert await count(Dialog) == 0
 
 
-@database_sync_to_async
-def store_unresponsive_user(channel: str, **fields) -> uuid.UUID:
-    """A waiting user whose connection never answers (its consumer is stuck or lost)."""
-    return PoolUser.objects.create(language="en", channel_name=channel, **fields).pk
+async def store_unresponsive_user(channel: str, **fields) -> uuid.UUID:
+    """A waiting user of this process whose connection is lost: no consumer holds its channel."""
+    from randomchat.process import current_process
+
+    process = await current_process()
+
+    @database_sync_to_async
+    def store():
+        return PoolUser.objects.create(language="en", channel_name=channel, process=process, **fields).pk
+
+    return await store()
 
 
-@override_settings(RANDOMCHAT_PAIR_CONFIRM_TIMEOUT=0.3)
-async def test_claimed_user_that_never_confirms_is_released(chat, layer):
+async def reconcile(layer) -> None:
+    """What the process's next heartbeat does: release users whose connection is lost."""
+    from django.conf import settings
+
+    from matching.liveness import HeartbeatWatch
+    from randomchat.process import beat_once, current_process
+
+    watch = HeartbeatWatch(settings.RANDOMCHAT_PROCESS_TIMEOUT, max_gap=2 * settings.RANDOMCHAT_PROCESS_HEARTBEAT)
+    await beat_once(await current_process(), layer, watch)
+
+
+async def test_waiting_user_whose_connection_is_lost_is_not_paired(chat, layer):
     dead = await store_unresponsive_user(await layer.new_channel(), gender="male")
     c = await chat()
     await c.start(targetAttributes={"gender": "female"})  # waits behind `dead`, refuses it
     b = await chat()
-    await b.start(userAttributes={"gender": "female"})  # claims `dead` first: it waited longest
+    await b.start(userAttributes={"gender": "female"})  # `dead` waited longest, but is lost
     eb, ec = await paired(b, c)
-    assert (await user(dead)).status == Status.GONE
     d = await dialog(eb["chatUUID"])
     assert {str(d.first_id), str(d.second_id)} == {eb["senderUUID"], ec["senderUUID"]}
+    assert (await user(dead)).status == Status.WAITING
+    await reconcile(layer)
+    assert (await user(dead)).status == Status.GONE
 
 
-@override_settings(RANDOMCHAT_PAIR_CONFIRM_TIMEOUT=0.3)
-async def test_claimed_user_that_never_confirms__claimant_waits_for_the_next(chat, layer):
+async def test_waiting_user_whose_connection_is_lost__the_newcomer_waits_for_the_next(chat, layer):
     dead = await store_unresponsive_user(await layer.new_channel())
     b = await chat()
     await b.start()
-    await asyncio.sleep(0.6)  # the claim times out; b waits again
-    await b.expect_nothing(0.3)
+    await b.expect_nothing(0.5)
+    await reconcile(layer)
     assert (await user(dead)).status == Status.GONE
     c = await chat()
     await c.start()
     await paired(b, c)
 
 
-@override_settings(RANDOMCHAT_PAIR_CONFIRM_TIMEOUT=0.3)
-async def test_slow_but_alive_claimed_user_is_not_lost(chat, monkeypatch):
+async def test_a_busy_partner_is_paired_without_waiting_for_it(chat, monkeypatch):
+    """Pairing asks nothing of the waiting user's connection: a consumer that is slow to
+    take its events gets its 10 late, and the newcomer gets its own at once."""
     from randomchat.consumers import ChatConsumer
 
     slow: set[str] = set()
-    confirm = ChatConsumer.pair_offer
+    deliver = ChatConsumer.chat_event
 
-    async def slow_offer(self, event):
+    async def slow_event(self, event):
         if self.channel_name in slow:
             await asyncio.sleep(1.0)
-        await confirm(self, event)
+        await deliver(self, event)
 
-    monkeypatch.setattr(ChatConsumer, "pair_offer", slow_offer)
+    monkeypatch.setattr(ChatConsumer, "chat_event", slow_event)
     a = await chat()
     await a.start(userAttributes={"gender": "male"})
     slow.add((await user_of(Status.WAITING))[0].channel_name)
-    c = await chat()
-    await c.start(targetAttributes={"gender": "female"})  # refuses a
     b = await chat()
-    await b.start(userAttributes={"gender": "female"})  # claims a, which answers too late
-    await paired(b, c)
-    await a.expect_nothing(1.2)  # a's late answer puts it back in the pool
-    d = await chat()
-    await d.start()
-    await paired(a, d)
+    await b.start(targetAttributes={"gender": "male"})
+    eb = await b.event_with(10, timeout=0.5)
+    ea = await a.event_with(10, timeout=5)
+    assert ea["chatUUID"] == eb["chatUUID"]

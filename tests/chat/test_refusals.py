@@ -90,24 +90,6 @@ async def test_start__already_waiting(chat):
     assert await stored() == before
 
 
-async def test_start__already_waiting_while_claimed_or_pairing(chat, monkeypatch):
-    from randomchat.consumers import ChatConsumer
-
-    async def never_confirm(self, event):  # hold the pair in its claimed state
-        return None
-
-    monkeypatch.setattr(ChatConsumer, "pair_offer", never_confirm)
-    a, b = await chat(), await chat()
-    await a.start()
-    await b.start()
-    before = await stored()
-    assert before[3] == ["claimed", "pairing"]
-    for client in (a, b):
-        await client.start()
-        await refusal(client, 11, "already_waiting")
-    assert await stored() == before
-
-
 async def test_start__already_in_dialog(in_dialog):
     a, b, ea, eb = in_dialog
     before = await stored()

@@ -13,9 +13,10 @@ from chat import events
 from chat.refusals import Refusal
 from chat.requests import DialogRequest, message_draft, parse_dialog_request
 from dialogs.services import dialog_end, dialog_stop, messages_store
+from dialogs.pairing import user_leave
 from matching import services as pool
 from matching.models import PoolUser
-from tests.support.factories import pair, request_of
+from tests.support.factories import pair, start
 
 pytestmark = pytest.mark.django_db
 Status = PoolUser.Status
@@ -200,8 +201,8 @@ def test_message_create__dialog_ended(dialog):
 
 def test_message_create__old_user_of_the_connection_cannot_speak(dialog):
     a, b, d = dialog
-    pool.pool_leave(channel_name="chan.b", reason="disconnect")
-    new_a = pool.pool_enter(channel_name="chan.a", request=request_of()).user_id
+    user_leave(channel_name="chan.b", reason="disconnect")
+    new_a = start("chan.a").user_id
     # The connection now holds new_a: its former senderUUID no longer speaks for it.
     assert refused(message_create, req(d.pk, a, "hi"), new_a).slug == "not_participant"
 
@@ -262,7 +263,7 @@ def test_dialog_stop__refusals(dialog):
 
 def test_dialog_stop__not_in_dialog():
     assert refused(dialog_stop, DialogRequest(None, None, None), None).slug == "not_in_dialog"
-    waiting = pool.pool_enter(channel_name="chan.w", request=request_of()).user_id
+    waiting = start("chan.w").user_id
     pool.pool_cancel(channel_name="chan.w")
     assert refused(dialog_stop, DialogRequest(None, None, None), waiting).slug == "not_in_dialog"
 

@@ -29,3 +29,10 @@ def node_bin() -> str:
         if not (NODE_DIR / "node_modules" / package / "package.json").is_file():
             skip_or_fail(f"{package} is missing: run npm ci in tests/node")
     return node
+
+
+@pytest.fixture
+def daphne_server(start_daphne):
+    """tests/conftest.py's daphne, without a rematch window: the seed's flows pair the same two
+    clients again after /stop (PROTOCOL.md §7.2 has its own tests, test_rematch.py)."""
+    return start_daphne(env={"RANDOMCHAT_REMATCH_WINDOW": "0"})

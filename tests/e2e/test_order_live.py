@@ -13,8 +13,9 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 
 ROUNDS = 25
 TIMEOUT = 15
-# A /start per round: above the default rate limit of /start (1 per second, burst 5).
-SERVER_ENV = {"RANDOMCHAT_RATE_START_BURST": str(2 * ROUNDS)}
+# A /start per round: above the default rate limit of /start (1 per second, burst 5); and
+# the same two connections pair again each round (no rematch window).
+SERVER_ENV = {"RANDOMCHAT_RATE_START_BURST": str(2 * ROUNDS), "RANDOMCHAT_REMATCH_WINDOW": "0"}
 
 
 async def crossing_between(a: WireClient, b: WireClient) -> None:

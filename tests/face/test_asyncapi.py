@@ -23,9 +23,12 @@ DOC_URI = "urn:randomchat:asyncapi"
 SLUGS = {
     "invalid_json", "invalid_field", "already_waiting", "already_in_dialog", "not_in_dialog",
     "unknown_chat", "not_participant", "dialog_ended", "empty_content", "content_too_long",
-    "rate_limited", "unavailable",
+    "rate_limited", "unavailable", "already_reported",
 }
-EVENT_MESSAGES = {10: "paired", 11: "startRefused", 20: "chatMessage", 21: "messageRefused", 30: "left", 31: "stopRefused"}
+EVENT_MESSAGES = {
+    10: "paired", 11: "startRefused", 20: "chatMessage", 21: "messageRefused", 30: "left", 31: "stopRefused",
+    40: "reported", 41: "reportRefused",
+}
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +80,10 @@ def test_document_has_the_asyncapi_3_shape(doc):
     assert doc["info"]["title"] and doc["info"]["version"]
     assert doc["defaultContentType"] == "application/json"
     addresses = {name: channel["address"] for name, channel in doc["channels"].items()}
-    assert addresses == {"dialog": "/user/dialog", "start": "/start", "message": "/message", "stop": "/stop"}
-    for name in ("start", "message", "stop"):
+    assert addresses == {
+        "dialog": "/user/dialog", "start": "/start", "message": "/message", "stop": "/stop", "report": "/report",
+    }
+    for name in ("start", "message", "stop", "report"):
         assert doc["channels"][name]["x-aliases"] == [f"/app/{name}"]
     actions = {}
     for operation in doc["operations"].values():
@@ -86,7 +91,9 @@ def test_document_has_the_asyncapi_3_shape(doc):
         actions[channel["address"]] = operation["action"]
         for message in operation["messages"]:
             assert message["$ref"].startswith(operation["channel"]["$ref"] + "/messages/"), message
-    assert actions == {"/user/dialog": "send", "/start": "receive", "/message": "receive", "/stop": "receive"}
+    assert actions == {
+        "/user/dialog": "send", "/start": "receive", "/message": "receive", "/stop": "receive", "/report": "receive",
+    }
     for ref in refs(doc):
         resolve(doc, ref)  # every reference points at something
     for name, schema in doc["components"]["schemas"].items():
@@ -107,7 +114,7 @@ def test_document_is_valid_against_the_official_asyncapi_3_schema(doc):
 def test_error_slugs_are_the_protocols_and_cover_the_code(doc):
     assert set(doc["components"]["schemas"]["ErrorSlug"]["enum"]) == SLUGS
     raised = set()
-    for package in ("randomchat", "matching", "dialogs"):
+    for package in ("randomchat", "chat", "matching", "dialogs", "moderation"):
         for path in (REPO / package).rglob("*.py"):
             raised |= set(re.findall(r'Refusal\(\s*"([a-z_]+)"', path.read_text(encoding="utf-8")))
     assert raised, "no Refusal(...) found in the source"
@@ -118,9 +125,9 @@ def test_event_envelope_oneof_has_one_branch_per_code(doc):
     event = doc["components"]["schemas"]["Event"]
     assert event["additionalProperties"] is False
     assert set(event["required"]) == {"chatUUID", "senderUUID", "eventCode", "serviceContent", "content"}
-    assert event["properties"]["eventCode"]["enum"] == [10, 11, 20, 21, 30, 31]
+    assert event["properties"]["eventCode"]["enum"] == list(EVENT_MESSAGES)
     assert [resolve(doc, branch["$ref"]) for branch in event["oneOf"]] == [
-        resolve(doc, "#" + event_payload_pointer(doc, code)) for code in (10, 11, 20, 21, 30, 31)
+        resolve(doc, "#" + event_payload_pointer(doc, code)) for code in EVENT_MESSAGES
     ]
 
 
@@ -251,6 +258,15 @@ async def capture_session(ws_url: str) -> tuple[list, list[tuple[dict, str]]]:
         await a.send_json("/stop", {"chatUUID": chat, "senderUUID": alice, "content": None})
         await a.event(31, error="dialog_ended")
 
+        # 40 and 41: Bob reports the dialog that just ended, once.
+        report = {"chatUUID": chat, "senderUUID": bob, "content": "rude"}
+        await b.send_json("/report", report)
+        assert set((await b.event(40)).body["serviceContent"]) == {"reportId"}
+        await b.send_json("/app/report", report)
+        await b.event(41, error="already_reported")
+        await b.send_json("/report", {**report, "content": "x" * 501})
+        await b.event(41, error="invalid_field")
+
         # A new pair; Bob's socket closes: 30 "disconnect" to Alice.
         await a.send_json("/start", alice_start)
         await b.send_json("/start", bob_start)
@@ -315,6 +331,8 @@ async def test_live_payloads_match_the_schemas(doc, daphne_server):
         {**sample[21], "serviceContent": {"error": "invalid_field"}},
         {**sample[30], "serviceContent": {"reason": "bored"}},
         {**sample[31], "content": "x"},
+        {**sample[40], "serviceContent": {"reportId": "nope"}},
+        {**sample[41], "eventCode": 42},
     ]
     for body in broken:
         assert errors(envelope, body), f"an invalid payload passed: {body}"

@@ -165,6 +165,11 @@ def test_two_browsers_chat(daphne_server, browser):
         alice.state("ended")
         alice.wait_line("system", "Борис left the chat.")
         boris.wait_line("system", "You left the chat.")
+        # The dialog just ended can still be reported, once, with a reason.
+        boris.page.fill("#report-reason", "rude")
+        boris.page.click("#report")
+        boris.page.wait_for_selector("#notice:has-text('a moderator will read this dialog')")
+        assert boris.page.is_hidden("#report-form") and alice.page.is_visible("#report-form")
         assert alice.page.is_disabled("#message") and alice.page.is_visible("#next")
         alice.shot("04-stopped-alice")
 

@@ -1,20 +1,21 @@
 """/metrics in Prometheus text format, fed by a real chat through the consumer."""
 
 import pytest
-from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.inprocess import pair
 
+from tests.support.raw import asgi_get
+
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
 
-def scrape() -> dict:
-    response = Client().get("/metrics")
-    assert response.status_code == 200
-    assert response["Content-Type"].startswith("text/plain")
+async def scrape() -> dict:
+    status, headers, body = await asgi_get("/metrics")
+    assert status == 200
+    assert headers[b"content-type"].startswith(b"text/plain")
     samples = {}
-    for family in text_string_to_metric_families(response.content.decode()):
+    for family in text_string_to_metric_families(body.decode()):
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return samples
@@ -25,9 +26,7 @@ def value(samples, name, **labels):
 
 
 async def test_metrics_follow_the_chat(chat):
-    from asgiref.sync import sync_to_async
-
-    before = await sync_to_async(scrape)()
+    before = await scrape()
     waiting = await chat()
     await waiting.start("de")
     a, b = await chat(), await chat()
@@ -39,7 +38,7 @@ async def test_metrics_follow_the_chat(chat):
     assert (await a.event())["serviceContent"]["error"] == "empty_content"
     await a.send("FOO")
     await a.expect_error("Unknown command")
-    after = await sync_to_async(scrape)()
+    after = await scrape()
 
     assert value(after, "randomchat_waiting_users", language="de") == 1
     assert value(after, "randomchat_active_dialogs") == 1

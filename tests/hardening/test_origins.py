@@ -40,6 +40,9 @@ async def handshake(headers):
     return accepted
 
 
+# The accepted handshake runs a ChatConsumer, which reaches the database when it closes.
+@pytest.mark.django_db(transaction=True)
+@override_settings(ALLOWED_HOSTS=["chat.example.com"])
 async def test_foreign_origin_refused_in_process():
     assert not await handshake([(b"host", b"chat.example.com"), (b"origin", b"http://evil.example")])
     assert await handshake([(b"host", b"chat.example.com"), (b"origin", b"https://chat.example.com")])

@@ -113,25 +113,12 @@ def test_remove_selected_users_from_the_pool(admin_client):
         user.refresh_from_db()
         assert user.status == Status.CANCELLED and user.left_at is not None
         assert receive_event(user.channel_name) == event_body(LEFT, service={"reason": "admin"})
-    # The claimant need not wait for its confirm timeout: it claims the next candidate.
-    assert receive(claimant.channel_name) == {"type": "pair.declined", "claimant": str(claimant.pk)}
+    # A row an earlier version left claiming it is not selected: untouched, told nothing.
     assert PoolUser.objects.get(pk=claimant.pk).status == Status.PAIRING
+    assert_nothing_on(claimant.channel_name)
     # A user in a dialog is not in the pool: untouched, and so is its dialog.
     assert PoolUser.objects.get(pk=in_dialog.pk).status == Status.PAIRED
     assert Dialog.objects.get(pk=dialog.pk).status == Dialog.Status.ACTIVE
     assert_nothing_on(in_dialog.channel_name)
     assert PoolUser.objects.get(pk=bystander.pk).status == Status.WAITING
     assert_nothing_on(bystander.channel_name)
-
-
-@pytest.mark.django_db(transaction=True)
-def test_remove_a_claimant_sends_its_claimed_user_back_to_waiting(admin_client):
-    claimant = make_user(status=Status.PAIRING, channel=new_channel())
-    claimed = make_user(status=Status.CLAIMED, claimed_by=claimant, channel=new_channel())
-
-    admin_client.post(reverse(CHANGELIST), {"action": "remove_from_pool", "_selected_action": [str(claimant.pk)]})
-
-    assert PoolUser.objects.get(pk=claimant.pk).status == Status.CANCELLED
-    assert receive_event(claimant.channel_name)["serviceContent"] == {"reason": "admin"}
-    assert PoolUser.objects.get(pk=claimed.pk).status == Status.WAITING
-    assert receive(claimed.channel_name) == {"type": "pair.retry", "user": str(claimed.pk)}

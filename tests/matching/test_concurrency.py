@@ -1,12 +1,11 @@
-"""Pairing services called from many threads at once, on the real database.
+"""Pairing batches written from many threads at once, on the real database.
 
-The consumers' part is played by worker threads: each pair.offer is confirmed, each
-pair.retry retried and each pair.declined released, concurrently with new entries.
+Each worker thread plays one process's group commit: it enters its share of the crowd in
+batches of a few /starts, concurrently with the others.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -15,95 +14,35 @@ import pytest
 from django.db import connection
 
 from dialogs.models import Dialog
-from matching import services as pool
 from matching.models import PoolUser
 
-from tests.support.factories import request_of
+from tests.support.factories import entry, start_many, this_process
 
 CROWD = 200
-WORKERS = 24  # below PostgreSQL's default max_connections, with room for other sessions
-
-
-def _handle(notice) -> list:
-    message = notice.message
-    if message["type"] == "pair.offer":
-        return pool.pair_confirm(claimed_id=message["claimed"], claimant_id=message["claimant"],
-                                 channel_name=notice.channel).notices
-    if message["type"] == "pair.retry":
-        return pool.pair_retry(user_id=message["user"]).notices
-    if message["type"] == "pair.declined":
-        return pool.pair_release(claimant_id=message["claimant"]).notices
-    return []  # chat events: nothing to do
+WORKERS = 12  # below PostgreSQL's default max_connections, with room for other sessions
+BATCH = 5
 
 
 def run_crowd(entries: list[tuple[str, dict]]) -> Counter:
-    """Enter every (channel, body) at once and play the consumers until nothing is left to do."""
-    work: queue.Queue = queue.Queue()
+    """Enter every (channel, body) at once, in batches from WORKERS threads; count the events."""
+    this_process()  # stored once, before the threads race to create it
     events = Counter()
-    errors: list[BaseException] = []
-    pending = threading.Semaphore(0)
     lock = threading.Lock()
-    outstanding = [0]
+    barrier = threading.Barrier(WORKERS)
 
-    def push(notices):
-        with lock:
-            outstanding[0] += len(notices)
-        for n in notices:
-            work.put(n)
-
-    def enter(channel, data):
+    def enter_at_once(share):
         try:
-            push(pool.pool_enter(channel_name=channel, request=request_of(data)).notices)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    def consume():
-        try:
-            while True:
-                notice = work.get()
-                if notice is None:
-                    return
-                try:
-                    if notice.message["type"] == "chat.event":
-                        with lock:
-                            events[notice.message["code"]] += 1
-                    push(_handle(notice))
-                except BaseException as exc:  # noqa: BLE001
-                    errors.append(exc)
-                finally:
+            barrier.wait()
+            for i in range(0, len(share), BATCH):
+                for result in start_many([entry(channel, data) for channel, data in share[i:i + BATCH]]):
+                    assert not isinstance(result, Exception), result
                     with lock:
-                        outstanding[0] -= 1
-                        if outstanding[0] == 0:
-                            pending.release()
+                        events.update(n.message["code"] for n in result.notices)
         finally:
             connection.close()
 
-    consumers = [threading.Thread(target=consume) for _ in range(WORKERS // 2)]
-    for t in consumers:
-        t.start()
-    barrier = threading.Barrier(WORKERS // 2)
-
-    def enter_at_once(batch):
-        barrier.wait()
-        for channel, data in batch:
-            enter(channel, data)
-
-    batches = [entries[i:: WORKERS // 2] for i in range(WORKERS // 2)]
-    with ThreadPoolExecutor(WORKERS // 2) as executor:
-        list(executor.map(enter_at_once, batches))
-    # Wait until every notice (and the notices they caused) has been handled.
-    while True:
-        with lock:
-            if outstanding[0] == 0:
-                break
-        pending.acquire(timeout=1)
-    for _ in consumers:
-        work.put(None)
-    for t in consumers:
-        t.join()
-    assert not errors, errors
+    with ThreadPoolExecutor(WORKERS) as executor:
+        list(executor.map(enter_at_once, [entries[i::WORKERS] for i in range(WORKERS)]))
     return events
 
 

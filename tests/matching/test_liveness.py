@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from dialogs import pairing
 from matching import processes
 from matching.liveness import HeartbeatWatch
 from matching.models import PoolUser, ServerProcess
@@ -68,7 +69,7 @@ def test_a_silent_process_that_beat_meanwhile_is_spared():
     user = pool_user(process=other)
     judged_on = other.last_seen
     processes.process_beat(other)  # it beat after the judgment
-    released, notices = processes.process_release(silent={other.pk: judged_on})
+    released, notices = pairing.process_release(silent={other.pk: judged_on})
     assert (released, notices) == ([], [])
     user.refresh_from_db()
     assert user.status == PoolUser.Status.WAITING
@@ -79,7 +80,7 @@ def test_a_silent_process_that_beat_meanwhile_is_spared():
 def test_a_silent_process_is_released_with_its_users():
     other = ServerProcess.objects.create(hostname="elsewhere", pid=1)
     user = pool_user(process=other)
-    released, _ = processes.process_release(silent={other.pk: other.last_seen})
+    released, _ = pairing.process_release(silent={other.pk: other.last_seen})
     assert [p.pk for p in released] == [other.pk]
     user.refresh_from_db()
     assert user.status == PoolUser.Status.GONE
@@ -91,7 +92,7 @@ def test_a_process_taken_for_dead_registers_again_and_tells_its_stranded_waiting
     me = ServerProcess.objects.create(hostname="here", pid=1)
     since = me.last_seen
     waiting = pool_user(process=me, channel_name="live-channel")
-    processes.process_release(silent={me.pk: me.last_seen})  # another process judged it dead
+    pairing.process_release(silent={me.pk: me.last_seen})  # another process judged it dead
     assert processes.process_beat(me) is True
     notices = processes.process_tell_stranded(live_channels={"live-channel", "other"}, since=since)
     assert [(n.channel, n.message["code"], n.message["chat"]) for n in notices] == [("live-channel", 30, None)]

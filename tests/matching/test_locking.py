@@ -15,12 +15,12 @@ import pytest
 from django.db import connection, connections, transaction
 
 from dialogs.models import Dialog
+from dialogs.pairing import user_leave
 from chat.requests import DialogRequest
 from dialogs.services import dialog_stop
-from matching import services as pool
 from matching.models import PoolUser
 
-from tests.support.factories import pool_user
+from tests.support.factories import pool_user, start, this_process
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -69,17 +69,11 @@ class Call(threading.Thread):
 
 
 def ordered_pair() -> tuple[PoolUser, PoolUser]:
-    """A claimed user and its claimant, written as pool_enter writes them.
-
-    The claimed one comes first both in primary-key order and in the table's physical
-    order, so that any row-by-row lock on the two takes it first.
-    """
+    """Two users in one dialog, the first also first in primary-key and physical order."""
     low, high = sorted([uuid.uuid4(), uuid.uuid4()])
-    claimed = pool_user({}, id=low, channel_name="chan.claimed")
-    claimant = pool_user({}, id=high, channel_name="chan.claimant")
-    PoolUser.objects.filter(pk=claimed.pk).update(status=Status.CLAIMED, claimed_by=claimant)
-    PoolUser.objects.filter(pk=claimant.pk).update(status=Status.PAIRING)
-    return claimed, claimant
+    a = pool_user({}, id=low, channel_name="chan.claimed", status=Status.PAIRED)
+    b = pool_user({}, id=high, channel_name="chan.claimant", status=Status.PAIRED)
+    return a, b
 
 
 def hold(*pks):
@@ -106,37 +100,25 @@ def hold(*pks):
     return let_go
 
 
-@pytest.mark.parametrize("leave", ["pair_release", "pool_leave", "pool_cancel"])
-def test_claim_is_confirmed_while_the_claimant_gives_up(leave):
-    claimed, claimant = ordered_pair()
-    let_go = hold(claimed.pk)
-    confirm = Call(pool.pair_confirm, claimed_id=claimed.pk, claimant_id=claimant.pk, channel_name="chan.claimed")
-    confirm.start()
-    until_blocked(1)
-    if leave == "pair_release":
-        other = Call(pool.pair_release, claimant_id=claimant.pk)
-    elif leave == "pool_leave":
-        other = Call(pool.pool_leave, channel_name="chan.claimant", reason="disconnect")
-    else:
-        other = Call(pool.pool_cancel, channel_name="chan.claimant")
-    other.start()
-    until_blocked(2)
+def test_a_batch_skips_a_waiting_user_that_is_leaving():
+    # The leave holds the waiting user's row: the batch neither waits for it nor pairs it.
+    leaving = pool_user({}, channel_name="chan.leaving", process=this_process())
+    let_go = hold(leaving.pk)
+    result = Call(start, channel="chan.new")
+    result.start()
+    started = result.outcome()
     let_go()
-    confirmed, _ = confirm.outcome(), other.outcome()
-    # The confirmation came first: the pair is made, and the claimant's leave ends it or is moot.
-    assert confirmed.dialog_id is not None
-    assert Dialog.objects.count() == 1
+    assert started.dialog_id is None
 
 
 def test_dialog_is_stopped_while_the_partner_disconnects():
     a, b = ordered_pair()
-    PoolUser.objects.filter(pk__in=[a.pk, b.pk]).update(status=Status.PAIRED, claimed_by=None)
     dialog = Dialog.objects.create(first=a, second=b, language="en")
     let_go = hold("dialog", dialog.pk)
     stop = Call(dialog_stop, request=DialogRequest(str(dialog.pk), str(a.pk), None), held_user=a.pk)
     stop.start()
     until_blocked(1)
-    leave = Call(pool.pool_leave, channel_name="chan.claimant", reason="disconnect")  # b
+    leave = Call(user_leave, channel_name="chan.claimant", reason="disconnect")  # b
     leave.start()
     until_blocked(2)
     let_go()
@@ -147,29 +129,29 @@ def test_dialog_is_stopped_while_the_partner_disconnects():
     assert set(PoolUser.objects.values_list("status", flat=True)) == {Status.ENDED}
 
 
-def test_leave_while_the_claim_is_being_confirmed_ends_the_new_dialog():
-    # pool_leave plans its locks for a claimed user, then finds it paired once it has the lock:
-    # it must start over with the dialog's lock, and end that dialog for the partner.
-    claimed, claimant = ordered_pair()
-    release, confirmed = threading.Event(), threading.Event()
+def test_leave_while_a_batch_pairs_the_user_ends_the_new_dialog():
+    # The leave finds the user waiting, then finds it paired once the batch has committed:
+    # it looks again, now with the dialog, and ends that dialog for the partner.
+    waiting = pool_user({}, channel_name="chan.waiting", process=this_process())
+    release, paired = threading.Event(), threading.Event()
 
-    def confirm_slowly():
+    def pair_slowly():
         with transaction.atomic():
-            pool.pair_confirm(claimed_id=claimed.pk, claimant_id=claimant.pk, channel_name="chan.claimed")
-            confirmed.set()
+            start("chan.new")
+            paired.set()
             release.wait(15)
         connection.close()
 
-    confirmer = threading.Thread(target=confirm_slowly, daemon=True)
-    confirmer.start()
-    assert confirmed.wait(10)
-    leave = Call(pool.pool_leave, channel_name="chan.claimed", reason="disconnect")
+    pairer = threading.Thread(target=pair_slowly, daemon=True)
+    pairer.start()
+    assert paired.wait(10)
+    leave = Call(user_leave, channel_name="chan.waiting", reason="disconnect")
     leave.start()
     until_blocked(1)
     release.set()
-    confirmer.join(10)
+    pairer.join(10)
     result = leave.outcome()
     dialog = Dialog.objects.get()
     assert result.dialog_id == dialog.pk
-    assert (dialog.status, dialog.end_reason, dialog.ended_by_id) == ("ended", "disconnect", claimed.pk)
-    assert sorted(n.channel for n in result.notices) == ["chan.claimant", "chan.claimed"]
+    assert (dialog.status, dialog.end_reason, dialog.ended_by_id) == ("ended", "disconnect", waiting.pk)
+    assert sorted(n.channel for n in result.notices) == ["chan.new", "chan.waiting"]

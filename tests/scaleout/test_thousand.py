@@ -90,6 +90,13 @@ async def test_busy_processes_are_not_taken_for_dead(cluster, timings):
     await everyone_paired_once(servers, 600, timings, check_released=True)
 
 
+def start_of(index: int, processes: int, name: str) -> dict:
+    if processes != 2:
+        return start_body(name, "en")
+    gender, wanted = ("male", "female") if index % 2 == 0 else ("female", "male")
+    return start_body(name, "en", gender=gender, target_gender=wanted)
+
+
 async def everyone_paired_once(servers, count: int, timings, *, check_released: bool = False) -> None:
     """`count` clients round-robin over `servers` open, all /start at once; each gets one 10."""
     processes = len(servers)
@@ -101,8 +108,10 @@ async def everyone_paired_once(servers, count: int, timings, *, check_released: 
         opened = time.monotonic()
         timings(f"{count} WebSockets opened, CONNECTED and SUBSCRIBEd", opened - began)
 
-        # Everyone starts at once (all compatible: same language, no attributes).
-        await asyncio.gather(*(client.start(start_body(names[client], "en")) for client in clients))
+        # Everyone starts at once. Each process pairs the /starts it takes in batches; over two
+        # processes, men looking for women on one and women looking for men on the other make
+        # every dialog span them; over more, all are compatible (same language, no attributes).
+        await asyncio.gather(*(client.start(start_of(i, processes, names[client])) for i, client in enumerate(clients)))
         sent = time.monotonic()
         timings(f"{count} /start frames sent", sent - opened)
 

@@ -43,7 +43,7 @@ def request_of(data: dict | None = None, **fields) -> StartRequest:
 
 
 def pool_user(data: dict | None = None, *, status=PoolUser.Status.WAITING, **extra) -> PoolUser:
-    """A user stored the way pool_enter stores one."""
+    """A user stored the way pool_enter_many stores one."""
     request = request_of(data)
     return PoolUser.objects.create(
         **pool.user_fields(request),
@@ -53,20 +53,35 @@ def pool_user(data: dict | None = None, *, status=PoolUser.Status.WAITING, **ext
     )
 
 
+def this_process() -> ServerProcess:
+    """The ServerProcess row of the test process, as a consumer's would be."""
+    return ServerProcess.objects.get_or_create(hostname=HOSTNAME, pid=os.getpid())[0]
+
+
+def entry(channel: str, data: dict | None = None, **fields) -> pool.Entry:
+    return pool.Entry(channel, request_of(data, **fields), this_process().pk)
+
+
+def start_many(entries: list[pool.Entry], live_channels=None) -> list:
+    """What a batch of /starts does: dialogs.pairing.dialogs_start, as this process."""
+    from dialogs.pairing import dialogs_start
+
+    return dialogs_start(entries, process_id=this_process().pk, live_channels=live_channels)
+
+
+def start(channel: str, data: dict | None = None, **fields):
+    """One /start alone in its batch: a Started, or the Refusal raised."""
+    [result] = start_many([entry(channel, data, **fields)])
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
 def pair(a: str = "chan.a", b: str = "chan.b", a_data=None, b_data=None) -> tuple[uuid.UUID, uuid.UUID, Dialog]:
     """Two users paired through the services, as their consumers would: (first, second, dialog)."""
-    first = pool.pool_enter(channel_name=a, request=request_of(a_data))
-    second = pool.pool_enter(channel_name=b, request=request_of(b_data))
-    result = confirm(second.notices[0])
-    return first.user_id, second.user_id, Dialog.objects.get(pk=result.dialog_id)
-
-
-def confirm(offer) -> pool.PoolResult:
-    """What the claimed user's consumer does with a pair.offer notice."""
-    assert offer.message["type"] == "pair.offer"
-    return pool.pair_confirm(
-        claimed_id=offer.message["claimed"], claimant_id=offer.message["claimant"], channel_name=offer.channel
-    )
+    first = start(a, a_data)
+    second = start(b, b_data)
+    return first.user_id, second.user_id, Dialog.objects.get(pk=second.dialog_id)
 
 
 def make_dialog(

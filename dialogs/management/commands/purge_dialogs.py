@@ -10,7 +10,8 @@ from dialogs.maintenance import PURGE_BATCH_SIZE, dialog_purge
 class Command(BaseCommand):
     help = (
         "Delete dialogs that ended more than --older-than DAYS ago, with their messages and the "
-        "pool users only they referenced. Active dialogs are never touched."
+        "pool users only they referenced, and the pool users who cancelled or whose connection "
+        "went that long ago without a dialog. Active dialogs are never touched."
     )
 
     def add_arguments(self, parser):
@@ -48,6 +49,8 @@ class Command(BaseCommand):
                 f"{verb} {report.dialogs} dialog(s), {report.messages} message(s) and "
                 f"{report.participants} pool user(s) that only they referenced."
             )
+            if report.left_users:
+                self.stdout.write(f"{verb} {report.left_users} pool user(s) who left the pool without a dialog.")
 
-    def progress(self, done: int, total: int) -> None:
-        self.stderr.write(f"purged {done}/{total} dialogs")
+    def progress(self, done: int, total: int, what: str) -> None:
+        self.stderr.write(f"purged {done}/{total} {what}")

@@ -4,6 +4,7 @@
   "use strict";
 
   var PAIRED = 10, START_REFUSED = 11, MESSAGE = 20, MESSAGE_REFUSED = 21, LEFT = 30, STOP_REFUSED = 31;
+  var REPORTED = 40, REPORT_REFUSED = 41;
   var REASONS = {
     stop: "left the chat",
     disconnect: "was disconnected",
@@ -21,6 +22,7 @@
     dialog: $("dialog"), partnerLabel: $("partner-label"), partnerName: $("partner-name"), partnerInfo: $("partner-info"),
     log: $("log"), sendForm: $("send-form"), message: $("message"), send: $("send"),
     stop: $("stop"), next: $("next"), back: $("back"),
+    reportForm: $("report-form"), reportReason: $("report-reason"),
   };
 
   // idle (the form) -> waiting -> chatting -> ended (log kept) -> waiting ...
@@ -28,6 +30,7 @@
   var chat = null;          // {chatUUID, senderUUID} of the current dialog
   var lastRequest = null;   // the latest /start body, reused by Next
   var restartAfterStop = false;
+  var reported = false;     // this dialog was reported (once per dialog)
 
   function setState(next) {
     state = next;
@@ -40,6 +43,7 @@
     el.send.disabled = !chatting;
     el.stop.hidden = !chatting;
     el.back.hidden = next !== "ended";
+    el.reportForm.hidden = reported || (!chatting && next !== "ended");
     el.partnerLabel.textContent = next === "ended" ? "You talked to" : "Talking to";
     if (chatting) el.message.focus();
   }
@@ -152,6 +156,8 @@
       case PAIRED: {
         var partner = service.partner || {};
         chat = { chatUUID: event.chatUUID, senderUUID: event.senderUUID };
+        reported = false;
+        el.reportReason.value = "";
         el.log.textContent = "";
         el.partnerName.textContent = partner.name || "Anonymous";
         el.partnerInfo.textContent = describe(partner.userAttributes);
@@ -188,7 +194,13 @@
         showError(service.detail || "Refused.");
         break;
       case MESSAGE_REFUSED:
+      case REPORT_REFUSED:
         showError(service.detail || "Refused.");
+        break;
+      case REPORTED:
+        reported = true;
+        el.reportForm.hidden = true;
+        showNotice("Thank you: a moderator will read this dialog.");
         break;
     }
   }
@@ -210,6 +222,15 @@
     showError("");
     if (publish("/message", { chatUUID: chat.chatUUID, senderUUID: chat.senderUUID, content: text }))
       el.message.value = "";
+  });
+
+  // Report: the dialog, current or just ended; the server ends a current one.
+  el.reportForm.addEventListener("submit", function (e) {
+    e.preventDefault();
+    if (!chat || reported) return;
+    var reason = el.reportReason.value.trim();
+    showError("");
+    publish("/report", { chatUUID: chat.chatUUID, senderUUID: chat.senderUUID, content: reason || null });
   });
 
   el.cancel.addEventListener("click", stop);

@@ -2,7 +2,7 @@ import math
 
 from django.core.management.base import BaseCommand, CommandError
 
-from matching.maintenance import pool_prune
+from dialogs.maintenance import pool_prune
 
 
 class Command(BaseCommand):

@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from matching.maintenance import pool_status
+from dialogs.maintenance import pool_status
 
 
 class Command(BaseCommand):

@@ -1,0 +1,174 @@
+"""Pairing as the chat sees it: users enter the pool and paired ones get their dialog in
+one transaction; users leave, and their dialogs end. The pool itself is matching's.
+
+`dialogs_start` is a group-commit writer (randomchat.batching.Batch): every /start that
+arrives while the previous batch is written goes into the next transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from collections import defaultdict
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from matching import processes
+from matching.models import PoolUser, ServerProcess
+from matching.services import Entered, Entry, pool_enter_many, pool_leave_waiting
+from chat import events
+from chat.events import Notice
+from chat.refusals import Refusal
+
+from .models import Dialog
+from .services import dialog_end
+
+logger = logging.getLogger(__name__)
+Status = PoolUser.Status
+
+
+@dataclass
+class Started:
+    """What a /start did: the user it created, and its dialog with the notices of the pair."""
+
+    user_id: uuid.UUID
+    dialog_id: uuid.UUID | None = None
+    notices: list[Notice] = field(default_factory=list)
+
+
+def dialogs_start(
+    entries: list[Entry], *, process_id=None, live_channels: Collection[str] | None = None
+) -> list[Started | Refusal]:
+    """Store every entry's user, pair who can be paired and create their dialogs, in one
+    transaction; the 10s go out once it has committed."""
+    with transaction.atomic():
+        entered = pool_enter_many(
+            entries, process_id=process_id, live_channels=live_channels,
+            recent_partners=recent_partners([entry.channel_name for entry in entries]),
+        )
+        pairs = [e for e in entered if isinstance(e, Entered) and e.partner is not None]
+        dialogs = {}
+        for e in pairs:
+            if e.partner.pk not in dialogs:  # both sides of a pair may be in the batch
+                first, second = sorted((e.user, e.partner), key=lambda u: (u.created_at, u.pk))
+                dialogs[e.user.pk] = Dialog(first=first, second=second, language=first.language,
+                                            started_at=first.paired_at)
+        Dialog.objects.bulk_create(dialogs.values())
+    return [_started(e, dialogs) if isinstance(e, Entered) else e for e in entered]
+
+
+def recent_partners(channels: list[str]) -> dict[str, set[str]]:
+    """PROTOCOL.md §7.2: for each of these connections, the connections it had a dialog with
+    that ended within RANDOMCHAT_REMATCH_WINDOW seconds; they are not paired again."""
+    window = settings.RANDOMCHAT_REMATCH_WINDOW
+    if not window:
+        return {}
+    ended = Dialog.objects.filter(
+        Q(first__channel_name__in=channels) | Q(second__channel_name__in=channels),
+        status=Dialog.Status.ENDED, ended_at__gte=timezone.now() - timedelta(seconds=window),
+    ).values_list("first__channel_name", "second__channel_name")
+    partners: dict[str, set[str]] = defaultdict(set)
+    for first, second in ended:
+        partners[first].add(second)
+        partners[second].add(first)
+    return partners
+
+
+def _started(entered: Entered, dialogs: dict) -> Started:
+    if entered.partner is None:
+        return Started(entered.user.pk)
+    dialog = dialogs.get(entered.user.pk)
+    if dialog is None:  # the partner, later in the batch, made the dialog and sends the 10s
+        return Started(entered.user.pk, dialogs[entered.partner.pk].pk)
+    user, partner = entered.user, entered.partner
+    return Started(user.pk, dialog.pk, [_paired(dialog, user, partner), _paired(dialog, partner, user)])
+
+
+def _paired(dialog: Dialog, recipient: PoolUser, partner: PoolUser) -> Notice:
+    service = {
+        "partner": {"name": partner.name, "languageCode": partner.language, "userAttributes": partner.attributes}
+    }
+    return Notice(
+        channel=recipient.channel_name,
+        message=events.chat_event(events.PAIRED, dialog.pk, sender=recipient.pk, service=service),
+    )
+
+
+@dataclass
+class Left:
+    """What a leave did: the user that left, the dialog it ended, and the notices to send."""
+
+    user_id: uuid.UUID | None = None
+    dialog_id: uuid.UUID | None = None
+    notices: list[Notice] = field(default_factory=list)
+
+
+def _leave(user_filter: dict, reason: str) -> Left:
+    """The held user leaves: it waits no more, or its dialog ends with `reason`.
+
+    Each step locks what it changes in the one lock order of the chat (the dialog, then its
+    users by primary key, as dialog_end does); a user paired between the look-up and the
+    lock is looked up again, now with its dialog.
+    """
+    for _ in range(3):
+        held = PoolUser.objects.filter(**user_filter, status__in=PoolUser.HELD).values_list("pk", "status").first()
+        if held is None:
+            return Left()
+        user_id, status = held
+        if status != Status.PAIRED:
+            gone = Status.CANCELLED if reason == "cancelled" else Status.GONE
+            if pool_leave_waiting(user_id=user_id, status=gone) is not None:
+                return Left(user_id)
+            continue
+        dialog_id = Dialog.objects.active_of([user_id]).values_list("pk", flat=True).first()
+        if dialog_id is not None:
+            return Left(user_id, dialog_id, dialog_end(dialog_id=dialog_id, ended_by=user_id, reason=reason))
+    return Left()
+
+
+def user_leave(*, channel_name: str, reason: str) -> Left:
+    """The connection's user leaves (it closed). Idempotent: a connection that holds no
+    user changes nothing."""
+    return _leave({"channel_name": channel_name}, reason)
+
+
+def users_release(*, user_ids, reason: str) -> list[Notice]:
+    """Release users whose connections are gone (a dead process, a lost disconnect)."""
+    notices = []
+    for user_id in user_ids:
+        notices += _leave({"pk": user_id}, reason).notices
+    return notices
+
+
+def process_release(*, silent: dict) -> tuple[list[ServerProcess], list[Notice]]:
+    """Release every user held by each silent process, then forget the process; `silent`
+    maps each to the last_seen it was judged on, and one that has beaten since is spared."""
+    released: list[ServerProcess] = []
+    notices: list[Notice] = []
+    for pk, last_seen in silent.items():
+        with transaction.atomic():
+            # Locked: a beat of that process waits, then finds its row gone and registers again.
+            process = ServerProcess.objects.select_for_update().filter(pk=pk, last_seen=last_seen).first()
+            if process is None:
+                continue
+            notices += users_release(user_ids=processes.held_users(process_ids=[pk]), reason="disconnect")
+            ServerProcess.objects.filter(pk=pk).delete()
+        released.append(process)
+    return released, notices
+
+
+def process_release_dead() -> tuple[list[ServerProcess], list[Notice]]:
+    """Release what the processes `processes_dead` names held (prune_pool)."""
+    return process_release(silent={p.pk: p.last_seen for p in processes.processes_dead()})
+
+
+def process_reconcile(process: ServerProcess, live_channels: set[str]) -> list[Notice]:
+    """Release users of this process whose connection closed without a clean leave."""
+    lost = processes.lost_users(process, live_channels)
+    return users_release(user_ids=lost, reason="disconnect") if lost else []
