@@ -18,7 +18,8 @@ EVENT_TIMEOUT = 15
 
 @pytest.mark.timeout(90)
 async def test_pair_chat_impersonation_and_stop_across_two_processes(cluster):
-    p1, p2 = cluster(2)
+    # The same two connections pair again after their dialog: no rematch window.
+    p1, p2 = cluster(2, RANDOMCHAT_REMATCH_WINDOW=0)
     a = WireClient(p1.ws_url, "A@p1")
     b = WireClient(p2.ws_url, "B@p2")
     clients = [a, b]
@@ -135,7 +136,7 @@ async def test_longest_waiting_partner_across_three_processes(cluster):
 @pytest.mark.timeout(60)
 async def test_no_partner_whose_connection_closed_on_another_process(cluster):
     """A waiting user whose socket closed on process 1 is never given to a newcomer on 2."""
-    p1, p2 = cluster(2, RANDOMCHAT_PAIR_CONFIRM_TIMEOUT=2)
+    p1, p2 = cluster(2)
     gone = WireClient(p1.ws_url, "gone@p1")
     newcomer = WireClient(p2.ws_url, "newcomer@p2")
     late = WireClient(p1.ws_url, "late@p1")
