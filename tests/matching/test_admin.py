@@ -9,7 +9,7 @@ from matching.admin import format_duration
 from matching.models import PoolUser
 from tests.support.events import LEFT, event_body
 from tests.support.factories import (
-    ago, assert_nothing_on, listed, live_process, make_dialog, make_user, new_channel, receive, receive_event,
+    ago, assert_nothing_on, listed, live_process, make_dialog, make_user, new_channel, receive_event,
 )
 
 Status = PoolUser.Status
