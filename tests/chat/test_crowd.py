@@ -14,7 +14,7 @@ from django.db.models import Q
 from dialogs.models import Dialog
 from matching.models import PoolUser
 
-from .client import ChatClient
+from tests.support.inprocess import StompClient
 
 CROWD = int(os.environ.get("RANDOMCHAT_TEST_CROWD", "200"))
 
@@ -30,7 +30,7 @@ def statuses() -> Counter:
 
 
 async def test_crowd_start_at_once__everybody_paired_once(chat):
-    clients: list[ChatClient] = list(await asyncio.gather(*(chat() for _ in range(CROWD))))
+    clients: list[StompClient] = list(await asyncio.gather(*(chat() for _ in range(CROWD))))
     began = time.monotonic()
     await asyncio.gather(*(c.start(timeout=120) for c in clients))
     events = await asyncio.gather(*(c.event_with(10, timeout=120) for c in clients))
@@ -46,5 +46,5 @@ async def test_crowd_start_at_once__everybody_paired_once(chat):
     for event in events:
         by_chat.setdefault(event["chatUUID"], set()).add(event["senderUUID"])
     assert {frozenset(v) for v in by_chat.values()} == {frozenset(pair) for pair in members}
-    await asyncio.gather(*(c.nothing(0.2) for c in clients))
+    await asyncio.gather(*(c.expect_nothing(0.2) for c in clients))
     print(f"{CROWD} clients paired in {elapsed:.1f}s")

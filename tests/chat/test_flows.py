@@ -12,7 +12,7 @@ from dialogs.models import Dialog, Message
 from matching.models import PoolUser
 from chat import events
 
-from .client import paired
+from tests.support.inprocess import pair, paired
 
 Status = PoolUser.Status
 
@@ -44,13 +44,13 @@ def channel_of(user_id) -> str:
 
 async def test_seed_flow(chat):
     bob, alice = await chat(), await chat()
-    await bob.send("/start", {"name": "Bob", "languageCode": "ru",
+    await bob.send_json("/start", {"name": "Bob", "languageCode": "ru",
                               "userAttributes": {"gender": "male", "age": None},
-                              "targetAttributes": {"gender": "female", "age": None}})
-    await bob.nothing()
-    await alice.send("/start", {"name": "Alice", "languageCode": "RU",
+                              "targetAttributes": {"gender": "female", "age": None}}, receipt=True)
+    await bob.expect_nothing(0.3)
+    await alice.send_json("/start", {"name": "Alice", "languageCode": "RU",
                                 "userAttributes": {"gender": "female", "age": 30},
-                                "targetAttributes": {"gender": "male"}})
+                                "targetAttributes": {"gender": "male"}}, receipt=True)
     eb, ea = await paired(bob, alice)
     chat_id, bob_id, alice_id = eb["chatUUID"], eb["senderUUID"], ea["senderUUID"]
     assert eb == {"chatUUID": chat_id, "senderUUID": bob_id, "eventCode": 10, "content": None,
@@ -72,8 +72,8 @@ async def test_seed_flow(chat):
     for client in (bob, alice):
         assert await client.event() == {"chatUUID": chat_id, "senderUUID": alice_id, "eventCode": 30,
                                         "serviceContent": {"reason": "stop"}, "content": None}
-    await bob.nothing()
-    await alice.nothing()
+    await bob.expect_nothing(0.3)
+    await alice.expect_nothing(0.3)
     d = await dialog(chat_id)
     assert (d.status, d.end_reason, str(d.ended_by_id)) == ("ended", "stop", alice_id)
     assert await count(Message) == 2
@@ -81,27 +81,27 @@ async def test_seed_flow(chat):
 
 async def test_app_prefixed_destinations(chat):
     a, b = await chat(), await chat()
-    await a.send("/app/start", {"languageCode": "en"})
-    await b.send("/app/start", {"languageCode": "en"})
+    await a.send_json("/app/start", {"languageCode": "en"}, receipt=True)
+    await b.send_json("/app/start", {"languageCode": "en"}, receipt=True)
     ea, eb = await paired(a, b)
-    await a.send("/app/message", {"chatUUID": ea["chatUUID"], "senderUUID": ea["senderUUID"], "content": "x"})
+    await a.send_json("/app/message", {"chatUUID": ea["chatUUID"], "senderUUID": ea["senderUUID"], "content": "x"}, receipt=True)
     assert (await b.event_with(20))["content"] == "x"
     await a.event_with(20)
-    await b.send("/app/stop", {"chatUUID": eb["chatUUID"], "senderUUID": eb["senderUUID"], "content": None})
+    await b.send_json("/app/stop", {"chatUUID": eb["chatUUID"], "senderUUID": eb["senderUUID"], "content": None}, receipt=True)
     assert (await a.event_with(30))["serviceContent"] == {"reason": "stop"}
 
 
 async def test_stop_while_waiting_cancels(chat):
     a = await chat()
     await a.start()
-    await a.send("/stop", {})
+    await a.send_json("/stop", {}, receipt=True)
     assert await a.event() == {"chatUUID": None, "senderUUID": None, "eventCode": 30,
                                "serviceContent": {"reason": "cancelled"}, "content": None}
     [cancelled] = await user_of(Status.CANCELLED)
     b = await chat()
     await b.start()
-    await b.nothing()
-    await a.nothing()
+    await b.expect_nothing(0.3)
+    await a.expect_nothing(0.3)
     assert cancelled.left_at is not None
     # The cancelled connection may start again, and is paired with the one now waiting.
     await a.start()
@@ -112,7 +112,7 @@ async def test_stop_while_waiting_cancels(chat):
 async def test_stop_while_waiting_cancels_whatever_the_body(chat, body):
     a = await chat()
     await a.start()
-    await a.send("/stop", body)
+    await a.send_json("/stop", body, receipt=True)
     assert (await a.event_with(30))["serviceContent"] == {"reason": "cancelled"}
 
 
@@ -122,7 +122,7 @@ async def test_disconnect_while_waiting_leaves_the_pool(chat):
     await a.close()
     [gone] = await user_of(Status.GONE)
     await b.start()
-    await b.nothing(0.5)
+    await b.expect_nothing(0.5)
     assert (await user_of(Status.WAITING))[0].channel_name != gone.channel_name
     c = await chat()
     await c.start()
@@ -132,16 +132,14 @@ async def test_disconnect_while_waiting_leaves_the_pool(chat):
 @pytest.mark.parametrize("how", ["socket", "stomp"])
 async def test_disconnect_in_a_dialog_tells_the_partner(chat, how):
     a, b = await chat(), await chat()
-    await a.start()
-    await b.start()
-    ea, eb = await paired(a, b)
+    ea, eb = await pair(a, b)
     if how == "socket":
         await a.close()
     else:
         await a.stomp_disconnect()
     assert await b.event() == {"chatUUID": eb["chatUUID"], "senderUUID": ea["senderUUID"], "eventCode": 30,
                                "serviceContent": {"reason": "disconnect"}, "content": None}
-    await b.nothing()
+    await b.expect_nothing(0.3)
     d = await dialog(ea["chatUUID"])
     assert (d.end_reason, str(d.ended_by_id)) == ("disconnect", ea["senderUUID"])
     # The partner's dialog has ended: its messages are refused, and it can start again.
@@ -149,18 +147,19 @@ async def test_disconnect_in_a_dialog_tells_the_partner(chat, how):
     assert (await b.event_with(21))["serviceContent"]["error"] == "dialog_ended"
 
 
-async def test_start_again_after_the_dialog_gets_a_new_sender_uuid(chat):
+async def ended_then_paired_again(chat) -> tuple[list, dict, dict, dict, dict]:
+    """a and b in a dialog that b stops; then a and c in a new one: the clients and four 10 events."""
     a, b, c = await chat(), await chat(), await chat()
-    await a.start()
-    await b.start()
-    first_a, first_b = await paired(a, b)
+    first_a, first_b = await pair(a, b)
     await b.stop(first_b["chatUUID"], first_b["senderUUID"])
     await a.event_with(30)
     await b.event_with(30)
+    second_a, second_c = await pair(a, c)
+    return [a, b, c], first_a, first_b, second_a, second_c
 
-    await a.start()
-    await c.start()
-    second_a, second_c = await paired(a, c)
+
+async def test_start_again_after_the_dialog_gets_a_new_sender_uuid(chat):
+    (a, b, c), first_a, first_b, second_a, second_c = await ended_then_paired_again(chat)
     assert second_a["senderUUID"] != first_a["senderUUID"]
     assert second_a["chatUUID"] != first_a["chatUUID"]
     assert (await user(first_a["senderUUID"])).status == Status.ENDED  # kept, as history
@@ -172,26 +171,17 @@ async def test_start_again_after_the_dialog_gets_a_new_sender_uuid(chat):
     await a.event_with(20)
     # b starts again too: it is paired with nobody (a and c are busy), with a new id.
     await b.start()
-    await b.nothing()
+    await b.expect_nothing(0.3)
 
 
 async def test_no_event_of_an_ended_dialog_after_the_next_pairing(chat, layer):
-    a, b, c = await chat(), await chat(), await chat()
-    await a.start()
-    await b.start()
-    old_a, old_b = await paired(a, b)
-    await b.stop(old_b["chatUUID"], old_b["senderUUID"])
-    await a.event_with(30)
-    await b.event_with(30)
-    await a.start()
-    await c.start()
-    new_a, new_c = await paired(a, c)
+    (a, b, c), old_a, old_b, new_a, new_c = await ended_then_paired_again(chat)
 
     # Late events of the old dialog, as a slow layer or another process could deliver them.
     channel = await channel_of(new_a["senderUUID"])
     for code, extra in ((events.MESSAGE, {"content": "late"}), (events.LEFT, {"service": {"reason": "timeout"}})):
         await layer.send(channel, events.chat_event(code, old_a["chatUUID"], sender=old_b["senderUUID"], **extra))
-    await a.nothing(0.5)
+    await a.expect_nothing(0.5)
     # The current dialog still flows.
     await c.message(new_c["chatUUID"], new_c["senderUUID"], "now")
     assert (await a.event_with(20))["chatUUID"] == new_a["chatUUID"]
@@ -203,7 +193,7 @@ async def test_claimed_user_whose_connection_is_gone_is_not_paired(chat):
     a_id = (await user_of(Status.WAITING))[0].pk
     await a.close()
     await b.start()
-    await b.nothing(0.5)
+    await b.expect_nothing(0.5)
     assert (await user(a_id)).status == Status.GONE
     assert await count(Dialog) == 0
 
@@ -250,7 +240,7 @@ async def test_waiting_user_whose_connection_is_lost__the_newcomer_waits_for_the
     dead = await store_unresponsive_user(await layer.new_channel())
     b = await chat()
     await b.start()
-    await b.nothing(0.5)
+    await b.expect_nothing(0.5)
     await reconcile(layer)
     assert (await user(dead)).status == Status.GONE
     c = await chat()

@@ -10,8 +10,7 @@ from channels.db import database_sync_to_async
 from django.db import transaction
 
 from dialogs.models import Dialog
-
-from .client import encode, paired
+from tests.support.inprocess import pair, raw_frame
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -22,13 +21,11 @@ def body(event: dict, content) -> dict:
 
 async def test_messages_sent_at_the_same_moment_arrive_in_one_order_for_both(chat):
     a, b = await chat(), await chat()
-    await a.start()
-    await b.start()
-    ea, eb = await paired(a, b)
+    ea, eb = await pair(a, b)
     for i in range(20):
         await asyncio.gather(
-            a.send("/message", body(ea, f"a{i}"), receipt=False),
-            b.send("/message", body(eb, f"b{i}"), receipt=False),
+            a.send_json("/message", body(ea, f"a{i}")),
+            b.send_json("/message", body(eb, f"b{i}")),
         )
         seen_by_a = [(await a.event_with(20))["content"] for _ in range(2)]
         seen_by_b = [(await b.event_with(20))["content"] for _ in range(2)]
@@ -36,17 +33,18 @@ async def test_messages_sent_at_the_same_moment_arrive_in_one_order_for_both(cha
 
 
 def stomp_send(destination: str, payload: dict, receipt: str | None = None) -> bytes:
-    headers = {"destination": destination, "content-type": "application/json"}
+    data = json.dumps(payload).encode()
+    headers = [("destination", destination), ("content-type", "application/json"), ("content-length", len(data))]
     if receipt is not None:
-        headers["receipt"] = receipt
-    return encode("SEND", headers, json.dumps(payload).encode())
+        headers.append(("receipt", receipt))
+    return raw_frame("SEND", headers, data)
 
 
 async def frames_until(client, count: int) -> list[str]:
     """The next `count` frames as short labels: `RECEIPT r`, or an event's code and slug."""
     labels = []
     for _ in range(count):
-        frame = await client.frame()
+        frame = await client.receive()
         if frame.command == "RECEIPT":
             labels.append(f"RECEIPT {frame.get('receipt-id')}")
             continue
@@ -66,12 +64,10 @@ async def test_no_message_after_the_30_when_messages_and_a_stop_cross(chat):
     30, or refused with 21 dialog_ended; nothing of the dialog comes after its 30."""
     for i in range(25):
         a, b = await chat(), await chat()
-        await a.start()
-        await b.start()
-        ea, eb = await paired(a, b)
+        ea, eb = await pair(a, b)
         await asyncio.gather(
-            *(a.send("/message", body(ea, f"a{i}-{n}"), receipt=False) for n in range(3)),
-            b.send("/stop", body(eb, None), receipt=False),
+            *(a.send_json("/message", body(ea, f"a{i}-{n}")) for n in range(3)),
+            b.send_json("/stop", body(eb, None)),
         )
         seen = {}
         for name, client in (("a", a), ("b", b)):
@@ -81,7 +77,7 @@ async def test_no_message_after_the_30_when_messages_and_a_stop_cross(chat):
             if name == "a":  # the sender: one answer for each of its three messages
                 while sum(e["eventCode"] in (20, 21) for e in events) < 3:
                     events.append(await client.event())
-            await client.nothing(0.2)  # no 20 of this dialog after its 30
+            await client.expect_nothing(0.2)  # no 20 of this dialog after its 30
             codes = [e["eventCode"] for e in events]
             assert without_refusals(codes)[-1] == 30 and set(without_refusals(codes)[:-1]) <= {20}, (i, name, codes)
             assert codes.index(30) < min([n for n, c in enumerate(codes) if c == 21], default=99), (i, name, codes)
@@ -100,72 +96,64 @@ async def wait_for_end(chat_uuid: str) -> None:
     raise AssertionError("the /stop did not commit")
 
 
-class HeldSender:
-    """Holds each sender's task after its message committed, before it sends the notices."""
+def hold_after_commit(monkeypatch) -> tuple[asyncio.Event, asyncio.Event]:
+    """A message's task stops after its batch committed (`committed` is set) until `gate` is set."""
+    from randomchat import consumers
 
-    def __init__(self, monkeypatch) -> None:
-        from randomchat import consumers
+    gate = asyncio.Event()
+    committed = asyncio.Event()
+    submit = consumers.MESSAGES.submit
 
-        self.committed, self.gate = asyncio.Event(), asyncio.Event()
-        submit = consumers.MESSAGES.submit
+    async def held_submit(draft):
+        notices = await submit(draft)
+        committed.set()
+        await gate.wait()
+        return notices
 
-        async def held_submit(draft):
-            notices = await submit(draft)
-            self.committed.set()
-            await self.gate.wait()
-            return notices
-
-        monkeypatch.setattr(consumers.MESSAGES, "submit", held_submit)
+    monkeypatch.setattr(consumers.MESSAGES, "submit", held_submit)
+    return committed, gate
 
 
 async def test_a_message_committed_before_the_stop_reaches_both_before_the_30(chat, monkeypatch):
     """The race made certain: the sender's task is held after its batch committed, until the
     partner's /stop has committed and sent its 30."""
-    held = HeldSender(monkeypatch)
+    committed, gate = hold_after_commit(monkeypatch)
     a, b = await chat(), await chat()
-    await a.start()
-    await b.start()
-    ea, eb = await paired(a, b)
-    sending = asyncio.ensure_future(a.send("/message", body(ea, "first"), receipt=False))
-    await asyncio.wait_for(held.committed.wait(), 5)
-    await b.send("/stop", body(eb, None), receipt=False)
+    ea, eb = await pair(a, b)
+    sending = asyncio.ensure_future(a.send_json("/message", body(ea, "first")))
+    await asyncio.wait_for(committed.wait(), 5)
+    await b.send_json("/stop", body(eb, None))
     await wait_for_end(ea["chatUUID"])  # its 30 is sent while the 20 is held
-    await b.nothing(0.3)  # b's 30 waits for the 20 before it
-    held.gate.set()
+    await b.expect_nothing(0.3)  # b's 30 waits for the 20 before it
+    gate.set()
     await sending
     for client in (a, b):
         first, last = await client.event(), await client.event()
         assert (first["eventCode"], first["content"], last["eventCode"]) == (20, "first", 30)
-        await client.nothing(0.2)
+        await client.expect_nothing(0.2)
 
 
 async def test_two_stops_in_one_websocket_message_are_answered_in_frame_order(chat):
     a, b = await chat(), await chat()
-    await a.start()
-    await b.start()
-    ea, _ = await paired(a, b)
+    ea, _ = await pair(a, b)
     stop = body(ea, None)
-    await a.ws.send_to(text_data=(stomp_send("/stop", stop, "s1") + stomp_send("/stop", stop, "s2")).decode())
+    await a.send_bytes(stomp_send("/stop", stop, "s1") + stomp_send("/stop", stop, "s2"))
     assert await frames_until(a, 4) == ["30", "RECEIPT s1", "31 dialog_ended", "RECEIPT s2"]
 
 
 async def test_a_refusal_does_not_overtake_the_same_connections_earlier_message(chat):
     a, b = await chat(), await chat()
-    await a.start()
-    await b.start()
-    ea, _ = await paired(a, b)
+    ea, _ = await pair(a, b)
     frames = stomp_send("/message", body(ea, "m1"), "m1") + stomp_send("/message", body(ea, ""), "m2")
-    await a.ws.send_to(text_data=frames.decode())
+    await a.send_bytes(frames)
     assert await frames_until(a, 4) == ["20", "RECEIPT m1", "21 empty_content", "RECEIPT m2"]
 
 
 async def test_a_message_after_the_own_stop_is_refused_after_the_30(chat):
     a, b = await chat(), await chat()
-    await a.start()
-    await b.start()
-    ea, _ = await paired(a, b)
+    ea, _ = await pair(a, b)
     frames = stomp_send("/stop", body(ea, None), "s") + stomp_send("/message", body(ea, "late"), "m")
-    await a.ws.send_to(text_data=frames.decode())
+    await a.send_bytes(frames)
     assert await frames_until(a, 4) == ["30", "RECEIPT s", "21 dialog_ended", "RECEIPT m"]
 
 
@@ -173,23 +161,21 @@ async def test_a_message_committed_before_an_admin_end_reaches_both_before_the_3
     """The same race with the dialog ended from the admin (dialogs.maintenance.dialog_end_many)."""
     from dialogs.maintenance import dialog_end_many
 
-    held = HeldSender(monkeypatch)
+    committed, gate = hold_after_commit(monkeypatch)
     a, b = await chat(), await chat()
-    await a.start()
-    await b.start()
-    ea, _ = await paired(a, b)
-    sending = asyncio.ensure_future(a.send("/message", body(ea, "first"), receipt=False))
-    await asyncio.wait_for(held.committed.wait(), 5)
+    ea, _ = await pair(a, b)
+    sending = asyncio.ensure_future(a.send_json("/message", body(ea, "first")))
+    await asyncio.wait_for(committed.wait(), 5)
     ended = await database_sync_to_async(transaction.atomic(dialog_end_many))(dialog_ids=[ea["chatUUID"]])
     assert ended == [ea["chatUUID"]]
-    await b.nothing(0.3)  # b's 30 waits for the 20 before it
-    held.gate.set()
+    await b.expect_nothing(0.3)  # b's 30 waits for the 20 before it
+    gate.set()
     await sending
     for client in (a, b):
         first, last = await client.event(), await client.event()
         assert (first["eventCode"], first["content"]) == (20, "first")
         assert (last["eventCode"], last["senderUUID"], last["serviceContent"]) == (30, None, {"reason": "admin"})
-        await client.nothing(0.2)
+        await client.expect_nothing(0.2)
 
 
 async def test_an_event_whose_notice_was_lost_is_read_from_the_database(chat, monkeypatch, settings):
@@ -199,9 +185,7 @@ async def test_an_event_whose_notice_was_lost_is_read_from_the_database(chat, mo
 
     settings.RANDOMCHAT_ORDER_GAP_SECONDS = 0.5
     a, b = await chat(), await chat()
-    await a.start()
-    await b.start()
-    ea, eb = await paired(a, b)
+    ea, eb = await pair(a, b)
     send_notices = consumers.send_notices
     lose = {"first"}
 
@@ -209,13 +193,13 @@ async def test_an_event_whose_notice_was_lost_is_read_from_the_database(chat, mo
         await send_notices(layer, [n for n in notices if n.message.get("body", b"").find(b'"first"') < 0 or not lose])
 
     monkeypatch.setattr(consumers, "send_notices", losing)
-    await a.send("/message", body(ea, "first"))
+    await a.send_json("/message", body(ea, "first"), receipt=True)
     assert (await a.event())["content"] == "first"
-    await b.nothing(0.2)  # its notice was lost
+    await b.expect_nothing(0.2)  # its notice was lost
     lose.clear()
-    await a.send("/message", body(ea, "second"))
+    await a.send_json("/message", body(ea, "second"), receipt=True)
     assert (await a.event())["content"] == "second"
     seen = [(await b.event(timeout=5))["content"] for _ in range(2)]
     assert seen == ["first", "second"]
-    await b.send("/stop", body(eb, None))
+    await b.send_json("/stop", body(eb, None), receipt=True)
     assert [(await client.event())["eventCode"] for client in (a, b)] == [30, 30]

@@ -12,10 +12,10 @@ from django.test import override_settings
 from dialogs.models import Dialog, Message
 from matching.models import PoolUser
 
-from .client import ChatClient, paired
+from tests.support.inprocess import StompClient, pair
 
 
-async def refusal(client: ChatClient, code: int, slug: str, *, chat=None, sender=None, field=None) -> dict:
+async def refusal(client: StompClient, code: int, slug: str, *, chat=None, sender=None, field=None) -> dict:
     """The next event is the refusal `slug` with code `code`; ids are echoed as sent."""
     event = await client.event()
     assert event["eventCode"] == code, event
@@ -36,12 +36,10 @@ def stored() -> tuple[int, int, int, list]:
 
 
 @pytest.fixture
-async def pair(chat):
+async def in_dialog(chat):
     """Two paired clients and their 10 events."""
     a, b = await chat(), await chat()
-    await a.start()
-    await b.start()
-    ea, eb = await paired(a, b)
+    ea, eb = await pair(a, b)
     return a, b, ea, eb
 
 
@@ -51,11 +49,11 @@ async def pair(chat):
 @pytest.mark.parametrize("body", [b"nope", b"", b"[1, 2]", b'{"languageCode": "en"', "[" * 5000, b"\xff"])
 async def test_start__invalid_json(chat, body):
     a = await chat()
-    await a.send("/start", body)
+    await a.send_json("/start", body, receipt=True)
     await refusal(a, 11, "invalid_json")
     assert await stored() == (0, 0, 0, [])
     await a.start()  # the connection is still usable
-    await a.nothing()
+    await a.expect_nothing(0.3)
     assert (await stored())[0] == 1
 
 
@@ -78,7 +76,7 @@ async def test_start__invalid_json(chat, body):
 )
 async def test_start__invalid_field(chat, body, field):
     a = await chat()
-    await a.send("/start", json.dumps(body))  # json.dumps keeps a lone surrogate as \ud800
+    await a.send_json("/start", json.dumps(body), receipt=True)  # json.dumps keeps a lone surrogate as \ud800
     await refusal(a, 11, "invalid_field", field=field)
     assert await stored() == (0, 0, 0, [])
 
@@ -92,8 +90,8 @@ async def test_start__already_waiting(chat):
     assert await stored() == before
 
 
-async def test_start__already_in_dialog(pair):
-    a, b, ea, eb = pair
+async def test_start__already_in_dialog(in_dialog):
+    a, b, ea, eb = in_dialog
     before = await stored()
     await a.start()
     await refusal(a, 11, "already_in_dialog")
@@ -105,7 +103,7 @@ async def test_start__already_in_dialog(pair):
 @override_settings(RANDOMCHAT_RATE_START=(0.001, 2))
 async def test_start__rate_limited(chat):
     a = await chat()
-    await a.send("/start", b"nope")
+    await a.send_json("/start", b"nope", receipt=True)
     await refusal(a, 11, "invalid_json")
     await a.start()
     await a.start()
@@ -116,11 +114,11 @@ async def test_start__rate_limited(chat):
 # 21: /message refused
 
 
-async def test_message__invalid_json(pair):
-    a, b, ea, eb = pair
-    await a.send("/message", b"{oops")
+async def test_message__invalid_json(in_dialog):
+    a, b, ea, eb = in_dialog
+    await a.send_json("/message", b"{oops", receipt=True)
     await refusal(a, 21, "invalid_json")
-    await b.nothing()
+    await b.expect_nothing(0.3)
 
 
 @pytest.mark.parametrize(
@@ -137,37 +135,35 @@ async def test_message__invalid_json(pair):
         ("mine", "mine", "lone \udc00", "content"),
     ],
 )
-async def test_message__invalid_field(pair, chat_id, sender, content, field):
-    a, b, ea, eb = pair
+async def test_message__invalid_field(in_dialog, chat_id, sender, content, field):
+    a, b, ea, eb = in_dialog
     chat_id = ea["chatUUID"] if chat_id == "mine" else chat_id
     sender = ea["senderUUID"] if sender == "mine" else sender
     await a.message(chat_id, sender, content)
     await refusal(a, 21, "invalid_field", chat=chat_id, sender=sender, field=field)
-    await b.nothing()
+    await b.expect_nothing(0.3)
     assert (await stored())[2] == 0
 
 
-async def test_message__unknown_chat(pair):
-    a, b, ea, eb = pair
+async def test_message__unknown_chat(in_dialog):
+    a, b, ea, eb = in_dialog
     chat_id = str(uuid.uuid4()).upper()  # echoed exactly as sent
     await a.message(chat_id, ea["senderUUID"], "hi")
     await refusal(a, 21, "unknown_chat", chat=chat_id, sender=ea["senderUUID"], field="chatUUID")
 
 
-async def test_message__not_participant__speaking_as_the_partner(pair):
-    a, b, ea, eb = pair
+async def test_message__not_participant__speaking_as_the_partner(in_dialog):
+    a, b, ea, eb = in_dialog
     await a.message(ea["chatUUID"], eb["senderUUID"], "I am b")
     await refusal(a, 21, "not_participant", chat=ea["chatUUID"], sender=eb["senderUUID"], field="senderUUID")
-    await b.nothing()
+    await b.expect_nothing(0.3)
     assert (await stored())[2] == 0
 
 
-async def test_message__not_participant__another_connections_user(pair, chat):
-    a, b, ea, eb = pair
+async def test_message__not_participant__another_connections_user(in_dialog, chat):
+    a, b, ea, eb = in_dialog
     c, d = await chat(), await chat()
-    await c.start()
-    await d.start()
-    ec, _ = await paired(c, d)
+    ec, _ = await pair(c, d)
     # c's own, valid senderUUID, into a's dialog.
     await c.message(ea["chatUUID"], ec["senderUUID"], "intruder")
     await refusal(c, 21, "not_participant", chat=ea["chatUUID"], sender=ec["senderUUID"], field="senderUUID")
@@ -178,46 +174,44 @@ async def test_message__not_participant__another_connections_user(pair, chat):
     e = await chat()
     await e.message(ea["chatUUID"], ea["senderUUID"], "I am a")
     await refusal(e, 21, "not_participant", chat=ea["chatUUID"], sender=ea["senderUUID"], field="senderUUID")
-    await a.nothing()
-    await b.nothing()
+    await a.expect_nothing(0.3)
+    await b.expect_nothing(0.3)
     assert (await stored())[2] == 0
 
 
-async def test_message__dialog_ended(pair):
-    a, b, ea, eb = pair
+async def test_message__dialog_ended(in_dialog):
+    a, b, ea, eb = in_dialog
     await b.stop(eb["chatUUID"], eb["senderUUID"])
     await a.event_with(30)
     await b.event_with(30)
     await a.message(ea["chatUUID"], ea["senderUUID"], "too late")
     await refusal(a, 21, "dialog_ended", chat=ea["chatUUID"], sender=ea["senderUUID"], field="chatUUID")
-    await b.nothing()
+    await b.expect_nothing(0.3)
     assert (await stored())[2] == 0
 
 
-async def test_message__empty_content(pair):
-    a, b, ea, eb = pair
+async def test_message__empty_content(in_dialog):
+    a, b, ea, eb = in_dialog
     await a.message(ea["chatUUID"], ea["senderUUID"], "")
     await refusal(a, 21, "empty_content", chat=ea["chatUUID"], sender=ea["senderUUID"], field="content")
-    await b.nothing()
+    await b.expect_nothing(0.3)
 
 
-async def test_message__content_length_limit(pair):
-    a, b, ea, eb = pair
+async def test_message__content_length_limit(in_dialog):
+    a, b, ea, eb = in_dialog
     await a.message(ea["chatUUID"], ea["senderUUID"], "ж" * 4096)
     assert (await b.event_with(20))["content"] == "ж" * 4096
     assert (await a.event_with(20))["content"] == "ж" * 4096
     await a.message(ea["chatUUID"], ea["senderUUID"], "ж" * 4097)
     await refusal(a, 21, "content_too_long", chat=ea["chatUUID"], sender=ea["senderUUID"], field="content")
-    await b.nothing()
+    await b.expect_nothing(0.3)
     assert (await stored())[2] == 1
 
 
-async def flood(chat) -> tuple[ChatClient, ChatClient, dict]:
+async def flood(chat) -> tuple[StompClient, StompClient, dict]:
     """A pair whose first client has used up its message rate (2 messages, no refill)."""
     a, b = await chat(), await chat()
-    await a.start()
-    await b.start()
-    ea, _ = await paired(a, b)
+    ea, _ = await pair(a, b)
     for text in ("one", "two"):
         await a.message(ea["chatUUID"], ea["senderUUID"], text)
         await a.event_with(20)
@@ -232,7 +226,7 @@ async def test_message__rate_limited(chat):
     event = await a.event()
     assert (event["eventCode"], event["serviceContent"]["error"]) == (21, "rate_limited")
     assert event["serviceContent"]["detail"]
-    await b.nothing()
+    await b.expect_nothing(0.3)
     assert (await stored())[2] == 2
 
 
@@ -247,51 +241,51 @@ async def test_message__rate_limited_echoes_ids(chat):
 
 async def test_stop__not_in_dialog(chat):
     a = await chat()
-    await a.send("/stop", {})
+    await a.send_json("/stop", {}, receipt=True)
     await refusal(a, 31, "not_in_dialog")
     await a.stop()
     await refusal(a, 31, "not_in_dialog")
 
 
-async def test_stop__invalid_json(pair):
-    a, b, ea, eb = pair
-    await a.send("/stop", b"stop!")
+async def test_stop__invalid_json(in_dialog):
+    a, b, ea, eb = in_dialog
+    await a.send_json("/stop", b"stop!", receipt=True)
     await refusal(a, 31, "invalid_json")
-    await b.nothing()
+    await b.expect_nothing(0.3)
 
 
-async def test_stop__invalid_field(pair):
-    a, b, ea, eb = pair
+async def test_stop__invalid_field(in_dialog):
+    a, b, ea, eb = in_dialog
     await a.stop("nope", ea["senderUUID"])
     await refusal(a, 31, "invalid_field", chat="nope", sender=ea["senderUUID"], field="chatUUID")
     await a.stop(ea["chatUUID"], 12)  # not a string: nothing to echo
     await refusal(a, 31, "invalid_field", chat=ea["chatUUID"], field="senderUUID")
-    await a.send("/stop", {})  # in a dialog: the chatUUID is missing, not the dialog
+    await a.send_json("/stop", {}, receipt=True)  # in a dialog: the chatUUID is missing, not the dialog
     await refusal(a, 31, "invalid_field", field="chatUUID")
-    await b.nothing()
+    await b.expect_nothing(0.3)
 
 
-async def test_stop__unknown_chat(pair):
-    a, b, ea, eb = pair
+async def test_stop__unknown_chat(in_dialog):
+    a, b, ea, eb = in_dialog
     chat_id = str(uuid.uuid4())
     await a.stop(chat_id, ea["senderUUID"])
     await refusal(a, 31, "unknown_chat", chat=chat_id, sender=ea["senderUUID"], field="chatUUID")
 
 
-async def test_stop__not_participant(pair, chat):
-    a, b, ea, eb = pair
+async def test_stop__not_participant(in_dialog, chat):
+    a, b, ea, eb = in_dialog
     await a.stop(ea["chatUUID"], eb["senderUUID"])  # a ends the dialog as b
     await refusal(a, 31, "not_participant", chat=ea["chatUUID"], sender=eb["senderUUID"], field="senderUUID")
     c = await chat()
     await c.stop(ea["chatUUID"], ea["senderUUID"])
     await refusal(c, 31, "not_participant", chat=ea["chatUUID"], sender=ea["senderUUID"], field="senderUUID")
-    await b.nothing()
+    await b.expect_nothing(0.3)
     assert (await stored())[1:3] == (1, 0)
     assert (await database_sync_to_async(Dialog.objects.get)()).status == "active"
 
 
-async def test_stop__dialog_ended(pair):
-    a, b, ea, eb = pair
+async def test_stop__dialog_ended(in_dialog):
+    a, b, ea, eb = in_dialog
     await a.stop(ea["chatUUID"], ea["senderUUID"])
     await a.event_with(30)
     await b.event_with(30)
@@ -301,7 +295,7 @@ async def test_stop__dialog_ended(pair):
                       field="chatUUID")
 
 
-async def test_message__lone_surrogate_in_ids_is_echoed(pair):
-    a, b, ea, eb = pair
-    await a.send("/message", b'{"chatUUID": "\\ud800", "senderUUID": "x", "content": "hi"}')
+async def test_message__lone_surrogate_in_ids_is_echoed(in_dialog):
+    a, b, ea, eb = in_dialog
+    await a.send_json("/message", b'{"chatUUID": "\\ud800", "senderUUID": "x", "content": "hi"}', receipt=True)
     await refusal(a, 21, "invalid_field", chat="\ud800", sender="x", field="chatUUID")

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from .stomp_client import raw_frame
+from tests.support.inprocess import raw_frame
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,7 +10,7 @@ from randomchat.stomp import HEARTBEAT
 from randomchat.stomp_consumer import CLOSE_POLICY
 from randomchat.stomp_consumer import ProtocolError, negotiate_heartbeat, parse_heartbeat
 
-from .stomp_client import Closed
+from tests.support.inprocess import Closed
 
 # The pure-function tests need no database; the consumer tests get it through `stomp`.
 

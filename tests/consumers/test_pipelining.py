@@ -5,6 +5,9 @@ negotiated and is never even parsed once they ended the session."""
 import json
 
 import pytest
+from channels.db import database_sync_to_async
+
+from matching.models import PoolUser
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -12,11 +15,18 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("binary", [False, True])
 async def test_frames_after_disconnect_in_the_same_message_are_not_parsed(stomp, binary):
     client = await stomp(connect=True)
-    garbage = b"SEND\nno colon here\n\n\x00\r" + (b"\xff" if binary else b"x")
+    garbage = (
+        b"SEND\ndestination:/nowhere\nreceipt:x\n\n\x00GARBAGE\n\n\x00"
+        b"SEND\nno colon here\n\n\x00\r" + (b"\xff" if binary else b"x")
+    )
     await client.send_bytes(b"DISCONNECT\nreceipt:bye\n\n\x00" + garbage, binary=binary)
     await client.expect_receipt("bye")
     assert await client.expect_closed() in (None, 1000)
+    # Nor is anything sent after the close.
+    await client.send("SEND", [("destination", "/start"), ("receipt", "late")], json.dumps({"languageCode": "en"}))
+    await client.send_bytes(b"\xff\xfe not stomp at all\x00", binary=True)
     await client.expect_nothing()
+    assert await database_sync_to_async(PoolUser.objects.count)() == 0
 
 
 async def test_frames_after_an_error_in_the_same_message_are_not_parsed(stomp, caplog):

@@ -175,21 +175,6 @@ async def test_disconnect_without_receipt_is_a_clean_close_without_error(stomp, 
     assert not [r for r in caplog.records if "stomp rejected" in r.getMessage()]
 
 
-async def test_frames_after_disconnect_are_ignored(stomp):
-    client = await stomp(connect=True)
-    await client.send_bytes(
-        b"DISCONNECT\nreceipt:bye\n\n\x00"
-        b"SEND\ndestination:/nowhere\nreceipt:x\n\n\x00"
-        b"GARBAGE\n\n\x00"
-    )
-    await client.expect_receipt("bye")
-    await client.expect_closed()
-    await client.send("SEND", [("destination", "/start"), ("receipt", "late")], START)
-    await client.send_bytes(b"\xff\xfe not stomp at all\x00", binary=True)
-    await client.expect_nothing()
-    assert await database_sync_to_async(PoolUser.objects.count)() == 0
-
-
 async def test_disconnect_ends_waiting_like_a_socket_close(stomp):
     client = await stomp(connect=True)
     await client.send("SEND", [("destination", "/start"), ("receipt", "in")], START)

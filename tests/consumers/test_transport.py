@@ -7,7 +7,7 @@ from channels.db import database_sync_to_async
 
 from matching.models import PoolUser
 
-from .stomp_client import ALL_SUBPROTOCOLS
+from tests.support.inprocess import ALL_SUBPROTOCOLS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

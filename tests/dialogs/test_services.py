@@ -16,16 +16,10 @@ from dialogs.services import dialog_end, dialog_stop, messages_store
 from dialogs.pairing import user_leave
 from matching import services as pool
 from matching.models import PoolUser
-from tests.matching.factories import start
+from tests.support.factories import pair, start
 
 pytestmark = pytest.mark.django_db
 Status = PoolUser.Status
-
-
-def pair(a="chan.a", b="chan.b"):
-    first = start(a)
-    second = start(b)
-    return first.user_id, second.user_id, Dialog.objects.get(pk=second.dialog_id)
 
 
 @pytest.fixture

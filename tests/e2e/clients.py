@@ -11,34 +11,15 @@ import socket
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import stomp
 
+from tests.support.events import EVENT_KEYS, Event
+
 NODE_CLIENT = Path(__file__).resolve().parent.parent / "node" / "stomp-client.mjs"
 DEFAULT_TIMEOUT = 10.0
-EVENT_KEYS = {"chatUUID", "senderUUID", "eventCode", "serviceContent", "content"}
 
-
-@dataclass(frozen=True)
-class Event:
-    """One MESSAGE on /user/dialog: its headers and its JSON body."""
-
-    headers: dict
-    body: dict
-
-    @property
-    def code(self) -> int:
-        return self.body["eventCode"]
-
-    @property
-    def chat(self) -> str | None:
-        return self.body["chatUUID"]
-
-    @property
-    def sender(self) -> str | None:
-        return self.body["senderUUID"]
 
 
 class Transcript:

@@ -12,7 +12,7 @@ from channels.db import database_sync_to_async
 from dialogs.models import Dialog
 from matching.models import PoolUser
 
-from .rawstomp import RawClient
+from tests.support.wire import WireClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -21,11 +21,8 @@ TIME_LIMIT = 60.0  # seconds for connecting, pairing and settling
 SETTLE = 1.0  # quiet time after the last pairing in which no second pairing may show up
 
 
-async def _connect(url: str, index: int) -> RawClient:
-    client = await RawClient.open(url, open_timeout=30)
-    await client.stomp_connect()
-    await client.subscribe()
-    return client
+async def _connect(url: str, index: int) -> WireClient:
+    return await WireClient(url).open(timeout=30)
 
 
 async def test_crowd_of_200_pairs_into_100_dialogs(daphne_server):
@@ -38,7 +35,7 @@ async def test_crowd_of_200_pairs_into_100_dialogs(daphne_server):
         await asyncio.gather(
             *(client.send_json("/start", {"name": name, "languageCode": "en"}) for client, name in zip(clients, names))
         )
-        paired = await asyncio.gather(*(client.recv_event(timeout=TIME_LIMIT) for client in clients))
+        paired = [event.body for event in await asyncio.gather(*(client.event(timeout=TIME_LIMIT) for client in clients))]
         done = time.monotonic()
         # Nobody gets a second pairing (or anything else) afterwards.
         await asyncio.gather(*(client.assert_quiet(SETTLE) for client in clients))

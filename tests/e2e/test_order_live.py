@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from tests.scaleout.wsclient import LEFT, MESSAGE, MESSAGE_REFUSED, StompWs, close_all, pair, start_body
+from tests.support.events import LEFT, MESSAGE, MESSAGE_REFUSED, start_body
+from tests.support.wire import WireClient, close_all, pair
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -17,7 +18,17 @@ TIMEOUT = 15
 SERVER_ENV = {"RANDOMCHAT_RATE_START_BURST": str(2 * ROUNDS), "RANDOMCHAT_REMATCH_WINDOW": "0"}
 
 
-async def crossing_rounds(a: StompWs, b: StompWs, rounds: int = ROUNDS) -> None:
+async def crossing_between(a: WireClient, b: WireClient) -> None:
+    """Open a and b, run the crossing rounds, and close them whatever happened."""
+    try:
+        await a.open()
+        await b.open()
+        await crossing_rounds(a, b)
+    finally:
+        await close_all([a, b])
+
+
+async def crossing_rounds(a: WireClient, b: WireClient, rounds: int = ROUNDS) -> None:
     """Each round pairs a and b; a sends three messages while b sends /stop.
 
     For both: the accepted messages (the same ones, in the same order), then the 30, and
@@ -48,17 +59,7 @@ async def crossing_rounds(a: StompWs, b: StompWs, rounds: int = ROUNDS) -> None:
         assert len(delivered["sender"]) + sum(e.code == MESSAGE_REFUSED for e in a.events[marks[a]:]) == 3
 
 
-async def crossing_rounds_between(url_a: str, url_b: str) -> None:
-    a, b = StompWs(url_a, "A"), StompWs(url_b, "B")
-    try:
-        await a.open()
-        await b.open()
-        await crossing_rounds(a, b)
-    finally:
-        await close_all([a, b])
-
-
 @pytest.mark.timeout(180)
 async def test_messages_crossing_a_stop_never_follow_the_30(start_daphne):
     server = start_daphne(env=SERVER_ENV)
-    await crossing_rounds_between(server.ws_url, server.ws_url)
+    await crossing_between(WireClient(server.ws_url, "A"), WireClient(server.ws_url, "B"))

@@ -1,6 +1,6 @@
 """Hand-written STOMP bytes over the `websockets` library against a live daphne.
 
-Frames here are byte literals (or built by tests/e2e/rawstomp.py, never by our codec),
+Frames here are byte literals (or built by tests/support/wire.py, never by our codec),
 so the server's parser is checked against what the spec says, not against our encoder.
 """
 
@@ -12,7 +12,7 @@ import pytest
 
 from randomchat.stomp_consumer import CLOSE_POLICY, CLOSE_PROTOCOL_ERROR
 
-from .rawstomp import RawClient, frame
+from tests.support.wire import WireClient, frame
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,8 +37,8 @@ START_ALICE = (
 )
 
 
-async def open_connected(url: str, connect: bytes = CONNECT) -> RawClient:
-    client = await RawClient.open(url)
+async def open_connected(url: str, connect: bytes = CONNECT) -> WireClient:
+    client = await WireClient(url).open_socket()
     await client.send(connect.decode())
     await client.expect("CONNECTED")
     await client.send(SUBSCRIBE.decode())
@@ -47,14 +47,14 @@ async def open_connected(url: str, connect: bytes = CONNECT) -> RawClient:
     return client
 
 
-async def paired(url: str, bob_connect: bytes = CONNECT) -> tuple[RawClient, dict, RawClient, dict]:
+async def paired(url: str, bob_connect: bytes = CONNECT) -> tuple[WireClient, dict, WireClient, dict]:
     """Bob and Alice, subscribed and in a dialog; with their 10 events."""
     bob = await open_connected(url, bob_connect)
     await bob.send(START_BOB)
     assert (await bob.expect("RECEIPT")).get("receipt-id") == "r-start"
     alice = await open_connected(url)
     await alice.send(START_ALICE)
-    bob_paired, alice_paired = await bob.recv_event(), await alice.recv_event()
+    bob_paired, alice_paired = (await bob.event()).body, (await alice.event()).body
     assert bob_paired["eventCode"] == alice_paired["eventCode"] == 10
     assert bob_paired["chatUUID"] == alice_paired["chatUUID"]
     return bob, bob_paired, alice, alice_paired
@@ -66,7 +66,7 @@ def message_frame(event: dict, content: str) -> bytes:
 
 
 async def test_byte_literal_session(daphne_server):
-    client = await RawClient.open(daphne_server.ws_url, subprotocols=("v11.stomp", "v10.stomp", "v12.stomp"))
+    client = await WireClient(daphne_server.ws_url).open_socket(subprotocols=("v11.stomp", "v10.stomp", "v12.stomp"))
     assert client.ws.subprotocol == "v12.stomp"  # the highest offered, whatever the order
     await client.send(CONNECT.decode())
     connected = await client.expect("CONNECTED")
@@ -101,7 +101,7 @@ async def test_byte_literal_session(daphne_server):
     )
     await alice.send(b"SEND\ndestination:/message\ncontent-length:%d\n\n" % len(body) + body + b"\x00")
     for own in (client, alice):
-        event = await own.recv_event()
+        event = (await own.event()).body
         assert event["eventCode"] == 20
         assert event["content"] == "Привет ✓"
     # Every frame came as a text message.
@@ -112,7 +112,7 @@ async def test_byte_literal_session(daphne_server):
 
 async def test_binary_messages(daphne_server):
     """Frames in binary WebSocket messages are as good as text ones; replies are text."""
-    client = await RawClient.open(daphne_server.ws_url)
+    client = await WireClient(daphne_server.ws_url).open_socket()
     await client.send(CONNECT)
     await client.expect("CONNECTED")
     await client.send(SUBSCRIBE)
@@ -140,7 +140,7 @@ async def test_frame_split_across_messages(daphne_server):
     await bob.assert_quiet(0.2)  # half a frame does nothing yet
     await bob.send(whole[cut:])
     for client in (bob, alice):
-        event = await client.recv_event()
+        event = (await client.event()).body
         assert (event["eventCode"], event["content"]) == (20, "Привет из двух кусков")
 
     # Text: three messages, cut inside the headers and inside the body.
@@ -149,13 +149,13 @@ async def test_frame_split_across_messages(daphne_server):
     for piece in pieces:
         await bob.send(piece)
     for client in (bob, alice):
-        assert (await client.recv_event())["content"] == "three pieces"
+        assert ((await client.event()).body)["content"] == "three pieces"
 
     # One message, two frames, heart-beat EOLs around them.
     double = b"\n" + message_frame(bob_paired, "one") + b"\r\n\n" + message_frame(bob_paired, "two") + b"\n"
     await bob.send(double)
     for client in (bob, alice):
-        assert [(await client.recv_event())["content"] for _ in range(2)] == ["one", "two"]
+        assert [((await client.event()).body)["content"] for _ in range(2)] == ["one", "two"]
     await bob.close()
     await alice.close()
 
@@ -184,17 +184,17 @@ async def test_malformed_frames__one_error_then_close_others_unaffected(daphne_s
         # The pair next door chats on.
         await bob.send(message_frame(bob_paired, f"after {case}"))
         for client in (bob, alice):
-            event = await client.recv_event()
+            event = (await client.event()).body
             assert (event["eventCode"], event["content"]) == (20, f"after {case}")
 
     # Before CONNECT, anything else is an error too.
-    early = await RawClient.open(daphne_server.ws_url)
+    early = await WireClient(daphne_server.ws_url).open_socket()
     await early.send(SUBSCRIBE)
     frames, closed = await early.frames_until_closed(timeout=5)
     assert [f.command for f in frames] == ["ERROR"]
     assert closed.rcvd is not None
     await alice.send(message_frame(alice_paired, "still here"))
-    assert (await bob.recv_event())["content"] == "still here"
+    assert ((await bob.event()).body)["content"] == "still here"
     await bob.close()
     await alice.close()
 
@@ -205,7 +205,7 @@ async def test_error_close_is_clean_and_ends_the_dialog(daphne_server):
     await bob.send(b"FETCH\n\n\x00")
     frames, closed = await bob.frames_until_closed(timeout=5)
     assert [f.command for f in frames] == ["ERROR"]
-    left = await alice.recv_event(timeout=5)
+    left = (await alice.event(timeout=5)).body
     assert left == {
         "chatUUID": bob_paired["chatUUID"],
         "senderUUID": bob_paired["senderUUID"],
@@ -223,7 +223,7 @@ async def test_silent_client_is_dropped_and_partner_told_timeout(start_daphne):
     bob, bob_paired, alice, _ = await paired(server.ws_url, bob_connect=CONNECT.replace(b"0,0", b"300,0"))
     frames, closed = await bob.frames_until_closed(timeout=4)  # dropped after ~3 x 300 ms
     assert [f.command for f in frames] == []
-    left = await alice.recv_event(timeout=5)
+    left = (await alice.event(timeout=5)).body
     assert left == {
         "chatUUID": bob_paired["chatUUID"],
         "senderUUID": bob_paired["senderUUID"],
@@ -237,7 +237,7 @@ async def test_silent_client_is_dropped_and_partner_told_timeout(start_daphne):
 
 async def test_no_connect_frame__closed_after_timeout(start_daphne):
     server = start_daphne(env={"RANDOMCHAT_CONNECT_TIMEOUT": "0.5"})
-    lurker = await RawClient.open(server.ws_url)
+    lurker = await WireClient(server.ws_url).open_socket()
     frames, closed = await lurker.frames_until_closed(timeout=4)
     assert frames == []
     assert closed.rcvd is not None and closed.rcvd.code == CLOSE_POLICY

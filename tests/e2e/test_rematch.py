@@ -6,12 +6,13 @@ import asyncio
 
 import pytest
 
-from tests.scaleout.wsclient import LEFT, PAIRED, StompWs, close_all, pair, start_body, start_stored
+from tests.support.events import LEFT, PAIRED, start_body
+from tests.support.wire import WireClient, close_all, pair, start_stored
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
-async def stop_and_wait(stopper: StompWs, partner: StompWs) -> None:
+async def stop_and_wait(stopper: WireClient, partner: WireClient) -> None:
     marks = [len(stopper.events), len(partner.events)]
     await stopper.stop()
     for client, mark in zip((stopper, partner), marks):
@@ -21,7 +22,7 @@ async def stop_and_wait(stopper: StompWs, partner: StompWs) -> None:
 @pytest.mark.timeout(60)
 async def test_former_partners_keep_waiting_and_everyone_else_is_served_in_order(start_daphne):
     server = start_daphne(env={"RANDOMCHAT_REMATCH_WINDOW": "300"})
-    a, b, c, d = (StompWs(server.ws_url, label) for label in "abcd")
+    a, b, c, d = (WireClient(server.ws_url, label) for label in "abcd")
     clients = [a, b, c, d]
     try:
         for client in clients:
@@ -48,7 +49,7 @@ async def test_former_partners_keep_waiting_and_everyone_else_is_served_in_order
 @pytest.mark.timeout(60)
 async def test_without_a_window_former_partners_pair_again(start_daphne):
     server = start_daphne(env={"RANDOMCHAT_REMATCH_WINDOW": "0"})
-    a, b = StompWs(server.ws_url, "a"), StompWs(server.ws_url, "b")
+    a, b = WireClient(server.ws_url, "a"), WireClient(server.ws_url, "b")
     try:
         await a.open()
         await b.open()

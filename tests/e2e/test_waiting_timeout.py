@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.scaleout.wsclient import LEFT, PAIRED, StompWs, close_all, start_body, start_stored
+from tests.support.events import LEFT, PAIRED, start_body
+from tests.support.wire import WireClient, close_all, start_stored
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -12,7 +13,7 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 @pytest.mark.timeout(60)
 async def test_a_user_who_waited_too_long_is_told_and_may_start_again(start_daphne):
     server = start_daphne(env={"RANDOMCHAT_MAX_WAIT": "2", "RANDOMCHAT_PROCESS_HEARTBEAT": "0.5"})
-    waiting, newcomer = StompWs(server.ws_url, "waiting"), StompWs(server.ws_url, "newcomer")
+    waiting, newcomer = WireClient(server.ws_url, "waiting"), WireClient(server.ws_url, "newcomer")
     clients = [waiting, newcomer]
     try:
         for client in clients:

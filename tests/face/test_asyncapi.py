@@ -13,8 +13,9 @@ import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
-from .conftest import ARTIFACTS, REPO, skip_or_fail
-from .stomp_ws import StompWs
+from tests.support.live import ARTIFACTS, REPO
+from tests.support.skip import skip_or_fail
+from tests.support.wire import WireClient
 
 DOC_PATH = REPO / "docs" / "asyncapi.yaml"
 OFFICIAL_SCHEMA = REPO / "web" / "node_modules" / "@asyncapi" / "specs" / "schemas" / "3.0.0-without-$id.json"
@@ -176,10 +177,10 @@ async def capture_session(ws_url: str) -> tuple[list, list[tuple[dict, str]]]:
     (`ok` or the refusal's slug).
     """
     starts: list[tuple[dict, str]] = []
-    clients: list[StompWs] = []
+    clients: list[WireClient] = []
 
-    async def client() -> StompWs:
-        connection = await StompWs(ws_url).open()
+    async def client() -> WireClient:
+        connection = await WireClient(ws_url).open()
         clients.append(connection)
         return connection
 
@@ -192,40 +193,40 @@ async def capture_session(ws_url: str) -> tuple[list, list[tuple[dict, str]]]:
         a, b, c, flood = await client(), await client(), await client(), await client()
 
         # 11: refused starts.
-        await c.send("/start", "{not json")
-        await c.refusal(11, "invalid_json")
+        await c.send_json("/start", "{not json")
+        await c.event(11, error="invalid_json")
         for bad in ({"languageCode": "english"}, {"name": "x" * 65, "languageCode": "en"},
                     {"languageCode": "en", "userAttributes": {"age": 200}},
                     {"languageCode": "en", "targetAttributes": {"gender": "any"}}):
-            await c.send("/start", bad)
-            starts.append((bad, (await c.refusal(11, "invalid_field")).body["serviceContent"]["error"]))
+            await c.send_json("/start", bad)
+            starts.append((bad, (await c.event(11, error="invalid_field")).body["serviceContent"]["error"]))
 
         # Waiting, already waiting, cancelled (30 with null ids), nothing to stop (31).
-        await a.send("/start", alice_start)
+        await a.send_json("/start", alice_start)
         starts.append((alice_start, "ok"))
-        await a.send("/start", alice_start)
-        await a.refusal(11, "already_waiting")
-        await a.send("/stop", {})
+        await a.send_json("/start", alice_start)
+        await a.event(11, error="already_waiting")
+        await a.send_json("/stop", {})
         cancelled = await a.event(30)
         assert cancelled.body["serviceContent"] == {"reason": "cancelled"}
-        await a.send("/stop", {})
-        await a.refusal(31, "not_in_dialog")
+        await a.send_json("/stop", {})
+        await a.event(31, error="not_in_dialog")
 
         # 10: a pair (Bob through the Spring-style alias).
-        await a.send("/start", alice_start)
-        await b.send("/app/start", bob_start)
+        await a.send_json("/start", alice_start)
+        await b.send_json("/app/start", bob_start)
         starts.append((bob_start, "ok"))
         paired_a, paired_b = await a.event(10), await b.event(10)
         chat = paired_a.body["chatUUID"]
         alice, bob = paired_a.body["senderUUID"], paired_b.body["senderUUID"]
         assert paired_b.body["chatUUID"] == chat and alice != bob
         assert paired_a.body["serviceContent"]["partner"]["name"] == "Боб 👋"
-        await a.send("/start", alice_start)
-        await a.refusal(11, "already_in_dialog")
+        await a.send_json("/start", alice_start)
+        await a.event(11, error="already_in_dialog")
 
         # 20 both ways, including non-ASCII and HTML-looking text.
         for sender, author, text in ((a, alice, "Привет, мир 👋"), (b, bob, "<b>bold</b><script>alert(1)</script>")):
-            await sender.send("/message", {"chatUUID": chat, "senderUUID": author, "content": text})
+            await sender.send_json("/message", {"chatUUID": chat, "senderUUID": author, "content": text})
             for receiver in (a, b):
                 event = await receiver.event(20)
                 assert (event.body["senderUUID"], event.body["content"]) == (author, text)
@@ -240,35 +241,35 @@ async def capture_session(ws_url: str) -> tuple[list, list[tuple[dict, str]]]:
             ({"chatUUID": str(uuid.uuid4()), "senderUUID": alice, "content": "hi"}, "unknown_chat"),
             ({"chatUUID": chat, "senderUUID": bob, "content": "I am Bob"}, "not_participant"),
         ):
-            await a.send("/message", body)
-            await a.refusal(21, slug)
+            await a.send_json("/message", body)
+            await a.event(21, error=slug)
 
         # 31: refused stops, then 30 "stop" to both, then refusals on the ended dialog.
-        await a.send("/stop", {"chatUUID": chat, "senderUUID": bob, "content": None})
-        await a.refusal(31, "not_participant")
-        await a.send("/stop", {"chatUUID": str(uuid.uuid4()), "senderUUID": alice, "content": None})
-        await a.refusal(31, "unknown_chat")
-        await a.send("/stop", {"chatUUID": chat, "senderUUID": alice, "content": None})
+        await a.send_json("/stop", {"chatUUID": chat, "senderUUID": bob, "content": None})
+        await a.event(31, error="not_participant")
+        await a.send_json("/stop", {"chatUUID": str(uuid.uuid4()), "senderUUID": alice, "content": None})
+        await a.event(31, error="unknown_chat")
+        await a.send_json("/stop", {"chatUUID": chat, "senderUUID": alice, "content": None})
         for receiver in (a, b):
             left = await receiver.event(30)
             assert left.body["senderUUID"] == alice and left.body["serviceContent"] == {"reason": "stop"}
-        await a.send("/message", {"chatUUID": chat, "senderUUID": alice, "content": "still there?"})
-        await a.refusal(21, "dialog_ended")
-        await a.send("/stop", {"chatUUID": chat, "senderUUID": alice, "content": None})
-        await a.refusal(31, "dialog_ended")
+        await a.send_json("/message", {"chatUUID": chat, "senderUUID": alice, "content": "still there?"})
+        await a.event(21, error="dialog_ended")
+        await a.send_json("/stop", {"chatUUID": chat, "senderUUID": alice, "content": None})
+        await a.event(31, error="dialog_ended")
 
         # 40 and 41: Bob reports the dialog that just ended, once.
         report = {"chatUUID": chat, "senderUUID": bob, "content": "rude"}
-        await b.send("/report", report)
+        await b.send_json("/report", report)
         assert set((await b.event(40)).body["serviceContent"]) == {"reportId"}
-        await b.send("/app/report", report)
-        await b.refusal(41, "already_reported")
-        await b.send("/report", {**report, "content": "x" * 501})
-        await b.refusal(41, "invalid_field")
+        await b.send_json("/app/report", report)
+        await b.event(41, error="already_reported")
+        await b.send_json("/report", {**report, "content": "x" * 501})
+        await b.event(41, error="invalid_field")
 
         # A new pair; Bob's socket closes: 30 "disconnect" to Alice.
-        await a.send("/start", alice_start)
-        await b.send("/start", bob_start)
+        await a.send_json("/start", alice_start)
+        await b.send_json("/start", bob_start)
         second = (await a.event(10)).body["chatUUID"]
         assert second != chat and (await b.event(10)).body["chatUUID"] == second
         await b.close()
@@ -276,7 +277,7 @@ async def capture_session(ws_url: str) -> tuple[list, list[tuple[dict, str]]]:
         assert gone.body["chatUUID"] == second and gone.body["serviceContent"] == {"reason": "disconnect"}
 
         # rate_limited: more /start frames in one burst than the bucket holds.
-        await flood.send_raw("".join(
+        await flood.send("".join(
             f"SEND\ndestination:/start\ncontent-length:2\n\n{{}}\x00" for _ in range(12)
         ))
         slugs = [(await flood.event(11)).body["serviceContent"]["error"] for _ in range(12)]
@@ -288,8 +289,8 @@ async def capture_session(ws_url: str) -> tuple[list, list[tuple[dict, str]]]:
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_live_payloads_match_the_schemas(doc, live_server_face):
-    events, starts = await capture_session(live_server_face.ws_url)
+async def test_live_payloads_match_the_schemas(doc, daphne_server):
+    events, starts = await capture_session(daphne_server.ws_url)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "captured-events.json").write_text(
         json.dumps([{"headers": e.headers, "body": e.body} for e in events], ensure_ascii=False, indent=1),

@@ -11,8 +11,8 @@ from channels.layers import InMemoryChannelLayer
 from django.db import OperationalError, connections
 from django.test import override_settings
 
-from tests.hardening.wire import asgi_get
-from tests.live import free_port
+from tests.support.raw import asgi_get
+from tests.support.live import free_port
 
 
 class DeafLayer(InMemoryChannelLayer):
@@ -78,8 +78,8 @@ def test_healthz_no_layer():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_healthz_on_a_live_server(live_server_face):
-    with urllib.request.urlopen(live_server_face.http_url + "/healthz", timeout=10) as response:
+def test_healthz_on_a_live_server(daphne_server):
+    with urllib.request.urlopen(daphne_server.http_url + "/healthz", timeout=10) as response:
         assert response.status == 200
         assert response.headers["Content-Type"] == "application/json"
         assert json.loads(response.read()) == {"status": "ok", "database": "ok", "channel_layer": "ok"}

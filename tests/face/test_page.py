@@ -7,7 +7,8 @@ import urllib.request
 
 import pytest
 
-from .conftest import ARTIFACTS, REPO, skip_or_fail
+from tests.support.live import ARTIFACTS, REPO
+from tests.support.skip import skip_or_fail
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -38,14 +39,14 @@ def test_page_script_writes_text_only():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_static_files_are_served_by_daphne(live_server_face):
+def test_static_files_are_served_by_daphne(daphne_server):
     bundle = REPO / "web" / "node_modules" / "@stomp" / "stompjs" / "bundles" / "stomp.umd.min.js"
     if not bundle.is_file():
         skip_or_fail("web/node_modules is not installed: run `npm ci` in web/ (bin/serve and bin/test do)")
     for path, marker in (("/static/vendor/stompjs/stomp.umd.min.js", b"StompJs"),
                          ("/static/randomchat/chat.js", b"/user/dialog"),
                          ("/static/randomchat/chat.css", b".log")):
-        with urllib.request.urlopen(live_server_face.http_url + path, timeout=10) as response:
+        with urllib.request.urlopen(daphne_server.http_url + path, timeout=10) as response:
             assert response.status == 200, path
             assert marker in response.read(), path
 
@@ -120,8 +121,8 @@ class Person:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_browsers_chat(live_server_face, browser):
-    url = live_server_face.http_url + "/"
+def test_two_browsers_chat(daphne_server, browser):
+    url = daphne_server.http_url + "/"
     alice, boris = Person(browser, url, "alice"), Person(browser, url, "boris")
     try:
         alice.shot("01-form")

@@ -10,11 +10,11 @@ from websockets.exceptions import ConnectionClosed
 
 from randomchat.stomp_consumer import held_size
 from randomchat.stomp import FrameParser
-from tests.consumers.stomp_client import raw_frame
-from tests.live import DaphneServer
+from tests.support.inprocess import raw_frame
+from tests.support.live import DaphneServer
 
-from .conftest import pair
-from .wire import closed_after, stomp_open
+from tests.support.inprocess import pair
+from tests.support.raw import closed_after, stomp_open
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
@@ -32,8 +32,8 @@ def frame_cost(transaction: str, body: str) -> int:
 
 
 @override_settings(STOMP_MAX_CONNECTION_BYTES=20_000)
-async def test_transactions_are_bounded_by_bytes__abort_frees_them(chat_client):
-    client = await chat_client()
+async def test_transactions_are_bounded_by_bytes__abort_frees_them(chat):
+    client = await chat()
     body = "x" * 4000
     fits = 20_000 // frame_cost("t1", body)
     for name in ("t1", "t2"):  # twice: ABORT gave the first transaction's bytes back
@@ -51,8 +51,8 @@ async def test_transactions_are_bounded_by_bytes__abort_frees_them(chat_client):
 
 
 @override_settings(STOMP_MAX_CONNECTION_BYTES=20_000)
-async def test_many_tiny_frames_count_what_they_cost_not_their_wire_bytes(chat_client):
-    client = await chat_client()
+async def test_many_tiny_frames_count_what_they_cost_not_their_wire_bytes(chat):
+    client = await chat()
     await client.send("BEGIN", [("transaction", "t")])
     tiny = send_in("t", "")
     assert len(tiny) < 60
@@ -64,8 +64,8 @@ async def test_many_tiny_frames_count_what_they_cost_not_their_wire_bytes(chat_c
 
 
 @override_settings(STOMP_MAX_CONNECTION_BYTES=20_000)
-async def test_a_partial_frame_counts_with_the_transactions(chat_client):
-    client = await chat_client()
+async def test_a_partial_frame_counts_with_the_transactions(chat):
+    client = await chat()
     await client.send("BEGIN", [("transaction", "t")])
     for _ in range(4):  # about 18,000 bytes
         await client.send_bytes(send_in("t", "x" * 4000))
@@ -74,8 +74,9 @@ async def test_a_partial_frame_counts_with_the_transactions(chat_client):
 
 
 @override_settings(STOMP_MAX_CONNECTION_BYTES=20_000, STOMP_MAX_PENDING_EVENTS=1000)
-async def test_events_waiting_for_a_subscribe_count_too(chat_client):
-    a, event_a, b, _ = await pair(chat_client)
+async def test_events_waiting_for_a_subscribe_count_too(chat):
+    a, b = await chat(), await chat()
+    event_a, _ = await pair(a, b)
     await b.send("UNSUBSCRIBE", [("id", "sub-0"), ("receipt", "u")])
     await b.expect_receipt("u")
     ids = {"chatUUID": event_a["chatUUID"], "senderUUID": event_a["senderUUID"]}

@@ -9,10 +9,10 @@ import time
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.consumers.stomp_client import raw_frame
-from tests.live import DaphneServer
+from tests.support.inprocess import raw_frame
+from tests.support.live import DaphneServer
 
-from .wire import closed_after, stomp_open
+from tests.support.raw import closed_after, stomp_open
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 

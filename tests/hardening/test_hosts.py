@@ -6,9 +6,9 @@ from django.test import override_settings
 
 from randomchat.asgi import application
 from randomchat.origins import host_allowed
-from tests.live import DaphneServer
+from tests.support.live import DaphneServer
 
-from .wire import request, websocket_handshake
+from tests.support.raw import request, websocket_handshake
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -44,6 +44,12 @@ def protocol(queue_size=0):
     return proto
 
 
+def paced(queue_size=0) -> tuple[Clock, SimpleNamespace, Pacer]:
+    """A fake clock, a fake protocol, and the Pacer between them."""
+    clock, proto = Clock(), protocol(queue_size)
+    return clock, proto, Pacer(proto, clock.callLater)
+
+
 def test_budget__burst_free_then_debt_is_the_pause():
     budget = TokenBucket(10, 5)
     assert [budget.spend(1, 0.0) for _ in range(5)] == [0.0] * 5
@@ -56,8 +62,7 @@ def test_budget__burst_free_then_debt_is_the_pause():
 
 @override_settings(RANDOMCHAT_INBOUND_FRAMES=(10, 5), RANDOMCHAT_INBOUND_BYTES=(1e9, 1e9), RANDOMCHAT_INBOUND_QUEUE=32)
 def test_pacer__frames_past_the_burst_pause_reading_until_refilled():
-    clock, proto = Clock(), protocol()
-    pacer = Pacer(proto, clock.callLater)
+    clock, proto, pacer = paced()
     for _ in range(5):
         pacer.frame_read(10, 0.0)
     assert proto.transport.calls == [] and not pacer.paused
@@ -73,8 +78,7 @@ def test_pacer__frames_past_the_burst_pause_reading_until_refilled():
 
 @override_settings(RANDOMCHAT_INBOUND_FRAMES=(1e9, 1e9), RANDOMCHAT_INBOUND_BYTES=(1024, 4096), RANDOMCHAT_INBOUND_QUEUE=32)
 def test_pacer__bytes_budget_one_large_frame_pays_its_debt():
-    clock, proto = Clock(), protocol()
-    pacer = Pacer(proto, clock.callLater)
+    clock, proto, pacer = paced()
     pacer.frame_read(4096, 0.0)
     assert not pacer.paused
     pacer.frame_read(10 * 1024, 0.0)  # let in whole, then 10 s without reading
@@ -87,8 +91,7 @@ def test_pacer__bytes_budget_one_large_frame_pays_its_debt():
 
 @override_settings(RANDOMCHAT_INBOUND_FRAMES=(1e9, 1e9), RANDOMCHAT_INBOUND_BYTES=(1e9, 1e9), RANDOMCHAT_INBOUND_QUEUE=8)
 def test_pacer__long_application_queue_pauses_until_half_drained():
-    clock, proto = Clock(), protocol(queue_size=7)
-    pacer = Pacer(proto, clock.callLater)
+    clock, proto, pacer = paced(queue_size=7)
     pacer.frame_read(10, 0.0)
     assert not pacer.paused
     proto.application_queue.size = 8
@@ -104,8 +107,7 @@ def test_pacer__long_application_queue_pauses_until_half_drained():
 
 @override_settings(RANDOMCHAT_INBOUND_FRAMES=(10, 1), RANDOMCHAT_INBOUND_BYTES=(1e9, 1e9), RANDOMCHAT_INBOUND_QUEUE=32)
 def test_pacer__pauses_again_when_the_buffered_rest_is_over_budget():
-    clock, proto = Clock(), protocol()
-    pacer = Pacer(proto, clock.callLater)
+    clock, proto, pacer = paced()
 
     def consume():  # the rest of the last read holds two frames: the second pauses again
         proto.consumed += 1
@@ -122,8 +124,7 @@ def test_pacer__pauses_again_when_the_buffered_rest_is_over_budget():
 
 @override_settings(RANDOMCHAT_INBOUND_FRAMES=(10, 1), RANDOMCHAT_INBOUND_BYTES=(1e9, 1e9), RANDOMCHAT_INBOUND_QUEUE=32)
 def test_pacer__closed_connection_is_not_resumed():
-    clock, proto = Clock(), protocol()
-    pacer = Pacer(proto, clock.callLater)
+    clock, proto, pacer = paced()
     pacer.frame_read(10, 0.0)
     pacer.frame_read(10, 0.0)
     proto.state = proto.STATE_CLOSED

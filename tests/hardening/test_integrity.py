@@ -7,7 +7,7 @@ import pytest
 
 from dialogs.models import Message
 
-from .conftest import pair
+from tests.support.inprocess import pair
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
@@ -41,10 +41,14 @@ async def talk(a, event_a, b, event_b, n: int, delivered: collections.Counter, r
         delivered[received["content"]] += 1
 
 
-async def test_every_delivered_message_stored_once(chat_client):
+async def test_every_delivered_message_stored_once(chat):
     delivered: collections.Counter = collections.Counter()
     refused: set = set()
-    pairs = [await pair(chat_client) for _ in range(DIALOGS)]
+    pairs = []
+    for _ in range(DIALOGS):
+        a, b = await chat(), await chat()
+        event_a, event_b = await pair(a, b)
+        pairs.append((a, event_a, b, event_b))
     await asyncio.gather(*(talk(*p, n, delivered, refused) for n, p in enumerate(pairs)))
     stored = collections.Counter([m.content async for m in Message.objects.all()])
     assert len(stored) == DIALOGS * ROUNDS

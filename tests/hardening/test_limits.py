@@ -5,35 +5,35 @@ from django.test import override_settings
 
 from dialogs.models import Message
 
-from .conftest import pair
+from tests.support.inprocess import pair
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
 
-async def test_frame_size_limit__error_then_close(chat_client):
+async def test_frame_size_limit__error_then_close(chat):
     with override_settings(STOMP_MAX_FRAME_SIZE=1024):
-        client = await chat_client()
+        client = await chat()
         await client.send("SEND", [("destination", "/message")], "x" * 1100)
         await client.expect_error("exceeds the size limit of 1024 bytes")
 
 
-async def test_header_count_limit(chat_client):
+async def test_header_count_limit(chat):
     with override_settings(STOMP_MAX_HEADERS=5):
-        client = await chat_client()
+        client = await chat()
         await client.send("SEND", [("destination", "/message")] + [(f"h{i}", "v") for i in range(6)], "{}")
         await client.expect_error("More than 5 headers")
 
 
-async def test_header_line_limit(chat_client):
+async def test_header_line_limit(chat):
     with override_settings(STOMP_MAX_HEADER_LINE=100):
-        client = await chat_client()
+        client = await chat()
         await client.send("SEND", [("destination", "/message"), ("x", "y" * 200)], "{}")
         await client.expect_error("Header line longer than 100 bytes")
 
 
-async def test_pending_events_limit(chat_client):
+async def test_pending_events_limit(stomp):
     with override_settings(STOMP_MAX_PENDING_EVENTS=3):
-        client = await chat_client(ready=False)
+        client = await stomp()
         await client.connect()
         for _ in range(3):
             await client.send_json("/start", "not json")
@@ -42,25 +42,26 @@ async def test_pending_events_limit(chat_client):
         await client.expect_error("More than 3 events wait for a SUBSCRIBE")
 
 
-async def test_subscription_limit(chat_client):
+async def test_subscription_limit(chat):
     with override_settings(STOMP_MAX_SUBSCRIPTIONS=2):
-        client = await chat_client()  # holds one subscription
+        client = await chat()  # holds one subscription
         await client.subscribe("second", receipt="s2")
         await client.send("SUBSCRIBE", [("id", "third"), ("destination", "/user/dialog")])
         await client.expect_error("More than 2 subscriptions")
 
 
-async def test_transaction_limit(chat_client):
+async def test_transaction_limit(chat):
     with override_settings(STOMP_MAX_TRANSACTIONS=2):
-        client = await chat_client()
+        client = await chat()
         await client.send("BEGIN", [("transaction", "t1")])
         await client.send("BEGIN", [("transaction", "t2")])
         await client.send("BEGIN", [("transaction", "t3")])
         await client.expect_error("More than 2 open transactions")
 
 
-async def test_content_limit__4096_accepted_4097_refused_and_not_stored(chat_client):
-    a, event_a, b, _ = await pair(chat_client)
+async def test_content_limit__4096_accepted_4097_refused_and_not_stored(chat):
+    a, b = await chat(), await chat()
+    event_a, _ = await pair(a, b)
     ids = {"chatUUID": event_a["chatUUID"], "senderUUID": event_a["senderUUID"]}
     await a.send_json("/message", {**ids, "content": "é" * 4096})
     assert (await a.event())["eventCode"] == 20
@@ -81,9 +82,9 @@ async def test_content_limit__4096_accepted_4097_refused_and_not_stored(chat_cli
     assert [len(m.content) async for m in Message.objects.all()] == [4096]
 
 
-async def test_start_rate_limit__x1_rate_limited(chat_client):
+async def test_start_rate_limit__x1_rate_limited(chat):
     with override_settings(RANDOMCHAT_RATE_START=(0.001, 2)):
-        client = await chat_client()
+        client = await chat()
         # Two tokens: two /start that are refused for another reason still take them.
         await client.send_json("/start", {})
         await client.send_json("/start", {})
@@ -99,9 +100,10 @@ async def test_start_rate_limit__x1_rate_limited(chat_client):
         }
 
 
-async def test_message_rate_limit__x1_then_sustained_abuse_closes(chat_client):
+async def test_message_rate_limit__x1_then_sustained_abuse_closes(chat):
     with override_settings(RANDOMCHAT_RATE_MESSAGE=(0.001, 3), RANDOMCHAT_RATE_ABUSE_LIMIT=4):
-        a, event_a, b, _ = await pair(chat_client)
+        a, b = await chat(), await chat()
+        event_a, _ = await pair(a, b)
         ids = {"chatUUID": event_a["chatUUID"], "senderUUID": event_a["senderUUID"]}
         for i in range(3):
             await a.send_json("/message", {**ids, "content": f"m{i}"})

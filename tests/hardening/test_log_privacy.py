@@ -13,10 +13,10 @@ from django.test import override_settings
 from websockets.asyncio.client import connect
 
 from randomchat.asgi import application
-from tests.consumers.stomp_client import raw_frame
-from tests.live import DaphneServer
+from tests.support.inprocess import raw_frame
+from tests.support.live import DaphneServer
 
-from .wire import request, websocket_handshake
+from tests.support.raw import request, websocket_handshake
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(90)]
 
@@ -42,10 +42,10 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", CASES)
-async def test_the_log_names_the_reason_and_the_error_quotes_the_client(chat_client, caplog, case):
+async def test_the_log_names_the_reason_and_the_error_quotes_the_client(stomp, caplog, case):
     caplog.set_level(logging.DEBUG)
     data, reason = CASES[case]
-    client = await chat_client(ready=False)
+    client = await stomp()
     await client.connect()
     await client.send_bytes(data)
     error = await client.expect_error(reason)
@@ -55,9 +55,9 @@ async def test_the_log_names_the_reason_and_the_error_quotes_the_client(chat_cli
     assert not [line for line in lines if SECRET in line]
 
 
-async def test_a_bad_heart_beat_header_is_not_logged(chat_client, caplog):
+async def test_a_bad_heart_beat_header_is_not_logged(stomp, caplog):
     caplog.set_level(logging.DEBUG)
-    client = await chat_client(ready=False)
+    client = await stomp()
     await client.send("CONNECT", [("accept-version", "1.2"), ("heart-beat", SECRET)])
     assert SECRET in (await client.expect_error("Invalid heart-beat header")).get("message")
     assert not [r for r in caplog.records if SECRET in r.getMessage()]

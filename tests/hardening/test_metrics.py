@@ -3,8 +3,9 @@
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import pair
-from .wire import asgi_get
+from tests.support.inprocess import pair
+
+from tests.support.raw import asgi_get
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
@@ -24,11 +25,12 @@ def value(samples, name, **labels):
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-async def test_metrics_follow_the_chat(chat_client):
+async def test_metrics_follow_the_chat(chat):
     before = await scrape()
-    waiting = await chat_client()
+    waiting = await chat()
     await waiting.start("de")
-    a, event_a, b, _ = await pair(chat_client)
+    a, b = await chat(), await chat()
+    event_a, _ = await pair(a, b)
     ids = {"chatUUID": event_a["chatUUID"], "senderUUID": event_a["senderUUID"]}
     await a.send_json("/message", {**ids, "content": "hello"})
     await a.event(), await b.event()

@@ -9,7 +9,7 @@ from django.test import override_settings
 
 from randomchat.asgi import application
 from randomchat.origins import origin_allowed
-from tests.live import DaphneServer
+from tests.support.live import DaphneServer
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -7,16 +7,17 @@ import pytest
 from dialogs.models import Dialog, Message
 from matching.models import PoolUser
 
-from .conftest import pair
+from tests.support.inprocess import pair
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
 SECRET = "my-secret-words-4711"
 
 
-async def test_contents_never_logged(chat_client, caplog):
+async def test_contents_never_logged(chat, caplog):
     caplog.set_level(logging.DEBUG)
-    a, event_a, b, _ = await pair(chat_client)
+    a, b = await chat(), await chat()
+    event_a, _ = await pair(a, b)
     ids = {"chatUUID": event_a["chatUUID"], "senderUUID": event_a["senderUUID"]}
     await a.send_json("/message", {**ids, "content": SECRET})
     assert (await b.event())["content"] == SECRET
@@ -35,9 +36,10 @@ def test_no_ip_address_fields():
     assert not [name for name in fields if "ip" in name.split("_") or "addr" in name]
 
 
-async def test_one_structured_line_per_connect_pair_end_refusal_and_protocol_error(chat_client, caplog):
+async def test_one_structured_line_per_connect_pair_end_refusal_and_protocol_error(chat, caplog):
     caplog.set_level(logging.INFO)
-    a, event_a, b, _ = await pair(chat_client)
+    a, b = await chat(), await chat()
+    event_a, _ = await pair(a, b)
     ids = {"chatUUID": event_a["chatUUID"], "senderUUID": event_a["senderUUID"]}
     await a.send_json("/message", {**ids, "content": ""})
     await a.event()

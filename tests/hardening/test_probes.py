@@ -10,9 +10,9 @@ from channels.db import database_sync_to_async
 from django.test import override_settings
 
 from randomchat.probes import authorised
-from tests.live import DaphneServer, free_port
+from tests.support.live import DaphneServer, free_port
 
-from .wire import asgi_get, request
+from tests.support.raw import asgi_get, request
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 

@@ -9,7 +9,7 @@ import websockets
 from django.test import override_settings
 
 from randomchat.backpressure import check_backlog
-from tests.live import DaphneServer
+from tests.support.live import DaphneServer
 
 
 def transport(unsent: int, buffer_size: int = 65536):

@@ -16,7 +16,7 @@ from dialogs.models import Dialog
 from matching.models import PoolUser
 from randomchat.asgi import application
 from randomchat.stomp import FrameParser
-from tests.consumers.stomp_client import StompClient, raw_frame
+from tests.support.inprocess import StompClient, raw_frame
 
 MAX_CLIENTS = 4
 

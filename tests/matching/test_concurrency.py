@@ -16,7 +16,7 @@ from django.db import connection
 from dialogs.models import Dialog
 from matching.models import PoolUser
 
-from .factories import entry, start_many, this_process
+from tests.support.factories import entry, start_many, this_process
 
 CROWD = 200
 WORKERS = 12  # below PostgreSQL's default max_connections, with room for other sessions

@@ -13,7 +13,7 @@ from matching import processes
 from matching.liveness import HeartbeatWatch
 from matching.models import PoolUser, ServerProcess
 
-from .factories import pool_user
+from tests.support.factories import pool_user
 
 TIMEOUT, GAP = 20, 10
 

@@ -20,7 +20,7 @@ from chat.requests import DialogRequest
 from dialogs.services import dialog_stop
 from matching.models import PoolUser
 
-from .factories import pool_user, start, this_process
+from tests.support.factories import pool_user, start, this_process
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from matching.models import PoolUser
 from matching.selectors import pool_candidates_for
 
-from .factories import pool_user
+from tests.support.factories import pool_user
 from .strategies import reference_compatible, start_bodies
 
 Status = PoolUser.Status

@@ -18,7 +18,7 @@ from matching.models import PoolUser, ServerProcess
 from chat import events
 from chat.refusals import Refusal
 
-from .factories import entry, pool_user, start, start_many, this_process
+from tests.support.factories import entry, pool_user, start, start_many, this_process
 
 pytestmark = pytest.mark.django_db
 Status = PoolUser.Status

@@ -10,7 +10,7 @@ from dialogs.maintenance import dialog_purge
 from moderation.address import address_hash, client_address
 from moderation.models import Ban, ParticipantAddress, Report
 from moderation.services import address_banned, report_ban
-from tests.commands.factories import ago, make_dialog
+from tests.support.factories import ago, make_dialog
 
 
 def scope(peer: str, forwarded: str | None = None) -> dict:

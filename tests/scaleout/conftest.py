@@ -17,26 +17,19 @@ from pathlib import Path
 
 import pytest
 
-pytest.register_assert_rewrite("tests.scaleout.wsclient", "tests.scaleout.helpers", "tests.scaleout.services")
+pytest.register_assert_rewrite("tests.scaleout.helpers", "tests.scaleout.load", "tests.scaleout.services")
 
-from tests.live import DaphneServer, live_servers  # noqa: E402
+from tests.support.live import DaphneServer, live_servers, watch  # noqa: E402
+from tests.support.skip import skip_or_fail  # noqa: E402
 
 from . import services  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-_servers_key = pytest.StashKey[list]()
 _timings_key = pytest.StashKey[list]()
 
 # Every server of these tests logs at INFO (pairs, refusals, process releases): the
 # evidence a failed test attaches.
 BASE_ENV = {"RANDOMCHAT_LOG_LEVEL": "INFO"}
-
-
-def skip_or_fail(reason: str) -> None:
-    """Skip locally; with CI=true a missing prerequisite is a failure."""
-    if services.in_ci():
-        pytest.fail(f"{reason} (CI=true: the scale-out tests must not be skipped)", pytrace=False)
-    pytest.skip(reason)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -72,7 +65,7 @@ def cluster(request, transactional_db, services_ready):
         servers = stack.enter_context(live_servers(count, env=env))
         for server in servers:
             started.append(server)
-            request.node.stash.setdefault(_servers_key, []).append((server, server.log_size()))
+            watch(request, server)
         return servers
 
     try:
@@ -127,17 +120,6 @@ def timings(request):
         request.node.user_properties.append((label, round(value, 3)))
 
     return record
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item, call):
-    report = yield
-    if report.failed and report.when in ("call", "teardown"):
-        for server, offset in item.stash.get(_servers_key, []):
-            report.sections.append(
-                (f"daphne on port {server.port} ({server.log_path})", server.log(since=offset) or "(no output)")
-            )
-    return report
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

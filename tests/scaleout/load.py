@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 
 import websockets
 
-from .wsclient import MESSAGE, MESSAGE_REFUSED, StompWs, pair, start_body
+from tests.support.events import MESSAGE, MESSAGE_REFUSED, start_body
+from tests.support.wire import WireClient, pair
 
 
 @dataclass
 class Sent:
-    client: StompWs
+    client: WireClient
     content: str
     at: float
 
@@ -23,7 +24,7 @@ class Sent:
 class Chatter:
     """Pairs (one side per process) sending numbered messages every `interval` seconds."""
 
-    pairs: list[tuple[StompWs, StompWs]]
+    pairs: list[tuple[WireClient, WireClient]]
     interval: float = 0.3
     sent: list[Sent] = field(default_factory=list)
     send_failures: list[tuple[str, str]] = field(default_factory=list)
@@ -31,7 +32,7 @@ class Chatter:
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
     @property
-    def clients(self) -> list[StompWs]:
+    def clients(self) -> list[WireClient]:
         return [client for pair_ in self.pairs for client in pair_]
 
     @classmethod
@@ -39,8 +40,8 @@ class Chatter:
         """`count` pairs, side a on servers[0], side b on servers[1], paired one by one."""
         pairs = []
         for i in range(count):
-            a = StompWs(servers[0].ws_url, f"a{i}@p1")
-            b = StompWs(servers[1].ws_url, f"b{i}@p2")
+            a = WireClient(servers[0].ws_url, f"a{i}@p1")
+            b = WireClient(servers[1].ws_url, f"b{i}@p2")
             pairs.append((a, b))
         chatter = cls(pairs=pairs, interval=interval)
         await asyncio.gather(*(c.open() for c in chatter.clients))
@@ -59,7 +60,7 @@ class Chatter:
             with contextlib.suppress(BaseException):
                 await task
 
-    async def _talk(self, client: StompWs, index: int) -> None:
+    async def _talk(self, client: WireClient, index: int) -> None:
         await asyncio.sleep(self.interval * index / max(1, len(self.clients)))  # spread them out
         seq = 0
         while not self._stop.is_set():
@@ -76,10 +77,10 @@ class Chatter:
 
     # Outcomes
 
-    def sent_by(self, client: StompWs) -> list[Sent]:
+    def sent_by(self, client: WireClient) -> list[Sent]:
         return [s for s in self.sent if s.client is client]
 
-    def unanswered(self, client: StompWs) -> int:
+    def unanswered(self, client: WireClient) -> int:
         """Messages of this client that got neither its own 20 nor a 21 (yet)."""
         own = {e.content for e in client.events if e.code == MESSAGE and e.sender == client.user}
         refused = sum(1 for e in client.events if e.code == MESSAGE_REFUSED)

@@ -17,10 +17,6 @@ NEEDS = "needs PostgreSQL + Redis: run with DATABASE_URL and REDIS_URL set, as .
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", ""}
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-
 def missing_services() -> str | None:
     """Why the scale-out tests cannot run in this environment, or None."""
     database_url = os.environ.get("DATABASE_URL", "")

@@ -6,8 +6,10 @@ import asyncio
 
 import pytest
 
+from tests.support.events import LEFT, MESSAGE, MESSAGE_REFUSED, PAIRED, STOP_REFUSED, start_body
+from tests.support.wire import WireClient, close_all, pair, start_stored
+
 from . import helpers
-from .wsclient import LEFT, MESSAGE, MESSAGE_REFUSED, PAIRED, STOP_REFUSED, StompWs, close_all, pair, start_body, start_stored
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -18,8 +20,8 @@ EVENT_TIMEOUT = 15
 async def test_pair_chat_impersonation_and_stop_across_two_processes(cluster):
     # The same two connections pair again after their dialog: no rematch window.
     p1, p2 = cluster(2, RANDOMCHAT_REMATCH_WINDOW=0)
-    a = StompWs(p1.ws_url, "A@p1")
-    b = StompWs(p2.ws_url, "B@p2")
+    a = WireClient(p1.ws_url, "A@p1")
+    b = WireClient(p2.ws_url, "B@p2")
     clients = [a, b]
     try:
         await a.open()
@@ -36,7 +38,7 @@ async def test_pair_chat_impersonation_and_stop_across_two_processes(cluster):
         assert ea.service["partner"]["userAttributes"] == {"gender": "male", "age": 31}
         assert eb.service["partner"]["name"] == "Alice"
         assert eb.service["partner"]["userAttributes"] == {"gender": "female", "age": 30}
-        assert ea.headers["destination"] == "/user/dialog" and ea.headers["subscription"] == "0"
+        assert ea.headers["destination"] == "/user/dialog" and ea.headers["subscription"] == "sub-0"
         chat, ua, ub = ea.chat, ea.sender, eb.sender
 
         # The two users really are held by two different processes.
@@ -106,10 +108,10 @@ async def test_pair_chat_impersonation_and_stop_across_two_processes(cluster):
 async def test_longest_waiting_partner_across_three_processes(cluster):
     """The newcomer gets the compatible user who waited longest, whichever process holds it."""
     p1, p2, p3 = cluster(3)
-    old = StompWs(p1.ws_url, "old@p1")
-    young = StompWs(p2.ws_url, "young@p2")
-    first = StompWs(p3.ws_url, "first@p3")
-    second = StompWs(p1.ws_url, "second@p1")
+    old = WireClient(p1.ws_url, "old@p1")
+    young = WireClient(p2.ws_url, "young@p2")
+    first = WireClient(p3.ws_url, "first@p3")
+    second = WireClient(p1.ws_url, "second@p1")
     clients = [old, young, first, second]
     try:
         await asyncio.gather(*(c.open() for c in clients))
@@ -135,9 +137,9 @@ async def test_longest_waiting_partner_across_three_processes(cluster):
 async def test_no_partner_whose_connection_closed_on_another_process(cluster):
     """A waiting user whose socket closed on process 1 is never given to a newcomer on 2."""
     p1, p2 = cluster(2)
-    gone = StompWs(p1.ws_url, "gone@p1")
-    newcomer = StompWs(p2.ws_url, "newcomer@p2")
-    late = StompWs(p1.ws_url, "late@p1")
+    gone = WireClient(p1.ws_url, "gone@p1")
+    newcomer = WireClient(p2.ws_url, "newcomer@p2")
+    late = WireClient(p1.ws_url, "late@p1")
     clients = [gone, newcomer, late]
     try:
         await asyncio.gather(*(c.open() for c in clients))

@@ -12,7 +12,8 @@ import asyncio
 
 import pytest
 
-from .wsclient import PAIRED, StompWs, close_all, start_body
+from tests.support.events import PAIRED, start_body
+from tests.support.wire import WireClient, close_all
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -22,7 +23,7 @@ IDLE_SECONDS = 16  # three channels-redis BZPOPMIN blocks of 5 s
 @pytest.mark.timeout(90)
 async def test_idle_connections_stay_open(cluster):
     servers = cluster(2)
-    clients = [StompWs(servers[i % 2].ws_url, f"idle{i}@p{i % 2 + 1}") for i in range(12)]
+    clients = [WireClient(servers[i % 2].ws_url, f"idle{i}@p{i % 2 + 1}") for i in range(12)]
     try:
         await asyncio.gather(*(c.open() for c in clients))
         # Half of them wait in the pool (each its own language: nobody pairs), half do nothing.

@@ -13,12 +13,13 @@ import asyncio
 
 import pytest
 
-from tests.live import database_env
+from tests.support.events import LEFT, PAIRED, start_body
+from tests.support.live import database_env
+from tests.support.wire import WireClient, close_all, pair, start_stored
 
 from . import services
 from .proxy import CuttableProxy
 from .test_outage import chat_both_ways
-from .wsclient import LEFT, PAIRED, StompWs, close_all, pair, start_body, start_stored
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -40,9 +41,9 @@ async def outage_of_postgres(cluster, proxy: CuttableProxy, outage: float) -> No
         RANDOMCHAT_PROCESS_TIMEOUT=PROCESS_TIMEOUT,
         RANDOMCHAT_PROCESS_HEARTBEAT=PROCESS_HEARTBEAT,
     )
-    chatters = [(StompWs(p1.ws_url, f"A{i}@p1"), StompWs(p2.ws_url, f"B{i}@p2")) for i in range(3)]
-    waiting = [StompWs(p1.ws_url, "waiting@p1"), StompWs(p2.ws_url, "waiting@p2")]
-    later: list[StompWs] = []
+    chatters = [(WireClient(p1.ws_url, f"A{i}@p1"), WireClient(p2.ws_url, f"B{i}@p2")) for i in range(3)]
+    waiting = [WireClient(p1.ws_url, "waiting@p1"), WireClient(p2.ws_url, "waiting@p2")]
+    later: list[WireClient] = []
     everyone = [c for pair_ in chatters for c in pair_] + waiting
     try:
         await asyncio.gather(*(c.open() for c in everyone))
@@ -61,7 +62,7 @@ async def outage_of_postgres(cluster, proxy: CuttableProxy, outage: float) -> No
         for a, b in chatters:  # the dialogs live on
             await chat_both_ways(a, b, f"after {outage} s")
         # The waiting users are still in the pool: a newcomer on the other process pairs with each.
-        later = [StompWs(p2.ws_url, "new-fi@p2"), StompWs(p1.ws_url, "new-et@p1")]
+        later = [WireClient(p2.ws_url, "new-fi@p2"), WireClient(p1.ws_url, "new-et@p1")]
         await asyncio.gather(*(c.open() for c in later))
         for newcomer, language, partner in ((later[0], "fi", waiting[0]), (later[1], "et", waiting[1])):
             await newcomer.start(start_body("New", language))

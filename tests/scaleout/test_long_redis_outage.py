@@ -17,7 +17,8 @@ import pytest
 from . import helpers, services
 from .proxy import CuttableProxy
 from .test_outage import chat_both_ways
-from .wsclient import MESSAGE, MESSAGE_REFUSED, StompWs, close_all, pair, start_body
+from tests.support.events import MESSAGE, MESSAGE_REFUSED, start_body
+from tests.support.wire import WireClient, close_all, pair
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -29,13 +30,13 @@ PAIRS = 3
 async def test_a_long_redis_outage_answers_every_message_and_loses_none(cluster):
     with CuttableProxy(*services.redis_address()) as proxy:
         p1, p2 = cluster(2, REDIS_URL=proxy.url(os.environ["REDIS_URL"]), RANDOMCHAT_RATE_MESSAGE_BURST=1000)
-        pairs = [(StompWs(p1.ws_url, f"A{i}@p1"), StompWs(p2.ws_url, f"B{i}@p2")) for i in range(PAIRS)]
+        pairs = [(WireClient(p1.ws_url, f"A{i}@p1"), WireClient(p2.ws_url, f"B{i}@p2")) for i in range(PAIRS)]
         everyone = [c for pair_ in pairs for c in pair_]
         try:
             await asyncio.gather(*(c.open() for c in everyone))
             for i, (a, b) in enumerate(pairs):
                 await pair(a, b, start_body(f"A{i}", "pt"), start_body(f"B{i}", "pt"))
-            sent: dict[str, StompWs] = {}
+            sent: dict[str, WireClient] = {}
             proxy.set_cut(True)
             loop = asyncio.get_running_loop()
             end = loop.time() + OUTAGE

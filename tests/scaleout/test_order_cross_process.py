@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.test_order_live import SERVER_ENV, crossing_rounds_between
+from tests.e2e.test_order_live import SERVER_ENV, crossing_between
+from tests.support.wire import WireClient
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -12,4 +13,4 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 @pytest.mark.timeout(240)
 async def test_messages_crossing_a_stop_never_follow_the_30_across_processes(cluster):
     p1, p2 = cluster(2, **SERVER_ENV)
-    await crossing_rounds_between(p1.ws_url, p2.ws_url)
+    await crossing_between(WireClient(p1.ws_url, "A@p1"), WireClient(p2.ws_url, "B@p2"))

@@ -14,9 +14,11 @@ import time
 import pytest
 import websockets
 
+from tests.support.events import LEFT, MESSAGE, PAIRED, START_REFUSED, STOP_REFUSED, start_body
+from tests.support.wire import WireClient, close_all, pair
+
 from . import helpers, services
 from .load import Chatter
-from .wsclient import LEFT, MESSAGE, PAIRED, START_REFUSED, STOP_REFUSED, StompWs, close_all, pair, start_body
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -25,7 +27,7 @@ OUTAGE = 3.0  # seconds the service stays down (besides stopping and starting it
 SETTLE = 25.0  # > RANDOMCHAT_LAYER_RETRY_SECONDS (15): notices retried through the outage arrive
 
 
-async def chat_both_ways(a: StompWs, b: StompWs, tag: str, *, timeout: float = 15) -> None:
+async def chat_both_ways(a: WireClient, b: WireClient, tag: str, *, timeout: float = 15) -> None:
     for author, text in ((a, f"{tag} from {a.label}"), (b, f"{tag} from {b.label}")):
         marks = (len(a.events), len(b.events))
         await author.message(text)
@@ -34,9 +36,9 @@ async def chat_both_ways(a: StompWs, b: StompWs, tag: str, *, timeout: float = 1
             assert got.sender == author.user
 
 
-async def new_pair_chats(p1, p2, tag: str) -> list[StompWs]:
+async def new_pair_chats(p1, p2, tag: str) -> list[WireClient]:
     """Two new clients, one per process, pair and chat both ways."""
-    n1, n2 = StompWs(p1.ws_url, f"{tag}-new@p1"), StompWs(p2.ws_url, f"{tag}-new@p2")
+    n1, n2 = WireClient(p1.ws_url, f"{tag}-new@p1"), WireClient(p2.ws_url, f"{tag}-new@p2")
     await n1.open()
     await n2.open()
     await pair(n1, n2, start_body("New1", "sv"), start_body("New2", "sv"))
@@ -100,7 +102,7 @@ async def test_redis_restart_under_load_service_recovers(cluster, redis_guard, t
     """After Redis is back, new users pair and chat across processes; nothing is stored twice."""
     p1, p2 = cluster(2)
     chatter = await Chatter.across([p1, p2], PAIRS)
-    others: list[StompWs] = []
+    others: list[WireClient] = []
     try:
         chatter.start()
         await asyncio.sleep(2)
@@ -122,7 +124,7 @@ async def test_redis_restart_under_load_connections_and_dialogs_survive(cluster,
     """Connections stay open, dialogs begun before the restart still deliver, nothing accepted is lost."""
     p1, p2 = cluster(2)
     chatter = await Chatter.across([p1, p2], PAIRS)
-    during = [StompWs(p1.ws_url, "during@p1"), StompWs(p2.ws_url, "during@p2")]
+    during = [WireClient(p1.ws_url, "during@p1"), WireClient(p2.ws_url, "during@p2")]
     try:
         await asyncio.gather(*(c.open() for c in during))
         chatter.start()
@@ -189,9 +191,9 @@ async def test_postgres_restart_under_load(cluster, pg_guard, timings):
     nothing accepted is lost, and the service works again without restarting daphne."""
     p1, p2 = cluster(2)
     chatter = await Chatter.across([p1, p2], PAIRS)
-    during = [StompWs(p1.ws_url, "during@p1"), StompWs(p2.ws_url, "during@p2")]
-    stoppers = [StompWs(p1.ws_url, "stopper@p1"), StompWs(p2.ws_url, "stopper@p2")]
-    others: list[StompWs] = []
+    during = [WireClient(p1.ws_url, "during@p1"), WireClient(p2.ws_url, "during@p2")]
+    stoppers = [WireClient(p1.ws_url, "stopper@p1"), WireClient(p2.ws_url, "stopper@p2")]
+    others: list[WireClient] = []
     try:
         await asyncio.gather(*(c.open() for c in during + stoppers))
         await pair(stoppers[0], stoppers[1], start_body("S1", "nl"), start_body("S2", "nl"))
@@ -257,7 +259,7 @@ async def test_postgres_restart_under_load(cluster, pg_guard, timings):
 async def test_postgres_down_stop_refusal_echoes_what_was_sent(cluster, pg_guard):
     """A 31 'unavailable' echoes chatUUID and senderUUID as sent (PROTOCOL.md section 4)."""
     p1, p2 = cluster(2)
-    a, b = StompWs(p1.ws_url, "a@p1"), StompWs(p2.ws_url, "b@p2")
+    a, b = WireClient(p1.ws_url, "a@p1"), WireClient(p2.ws_url, "b@p2")
     try:
         await a.open()
         await b.open()

@@ -10,13 +10,16 @@ never be paired with a W: she waits until a live man arrives, and is paired with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 
 import pytest
 
+from tests.support.events import LEFT, MESSAGE, PAIRED, start_body
+from tests.support.wire import WireClient, close_all, pair, start_stored
+
 from . import helpers
-from .wsclient import LEFT, MESSAGE, PAIRED, StompWs, close_all, pair, start_body, start_stored
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -30,30 +33,41 @@ NEWCOMER_BODY = dict(gender="female", target_gender="male")
 class Scene:
     p1: object
     p2: object
-    waiting: list[StompWs]  # on p1
-    inside: list[StompWs]  # on p1, each in a dialog with the partner of the same index
-    partners: list[StompWs]  # on p2
-    control: list[StompWs]  # a dialog inside p2
-    newcomer: StompWs  # on p2, opened, not started
-    late: StompWs  # on p2, opened, not started
+    waiting: list[WireClient]  # on p1
+    inside: list[WireClient]  # on p1, each in a dialog with the partner of the same index
+    partners: list[WireClient]  # on p2
+    control: list[WireClient]  # a dialog inside p2
+    newcomer: WireClient  # on p2, opened, not started
+    late: WireClient  # on p2, opened, not started
     w_users: list[str] = field(default_factory=list)  # the W users' ids
 
     @property
-    def clients(self) -> list[StompWs]:
+    def clients(self) -> list[WireClient]:
         return [*self.waiting, *self.inside, *self.partners, *self.control, self.newcomer, self.late]
 
 
-async def build_scene(p1, p2) -> Scene:
+@contextlib.asynccontextmanager
+async def scene_on(p1, p2):
+    """The scene below, built on p1 and p2; its clients are closed at the end, whatever happened."""
     scene = Scene(
         p1=p1,
         p2=p2,
-        waiting=[StompWs(p1.ws_url, f"W{i}@p1") for i in range(WAITING)],
-        inside=[StompWs(p1.ws_url, f"D{i}@p1") for i in range(DIALOGS)],
-        partners=[StompWs(p2.ws_url, f"E{i}@p2") for i in range(DIALOGS)],
-        control=[StompWs(p2.ws_url, "C1@p2"), StompWs(p2.ws_url, "C2@p2")],
-        newcomer=StompWs(p2.ws_url, "N@p2"),
-        late=StompWs(p2.ws_url, "N2@p2"),
+        waiting=[WireClient(p1.ws_url, f"W{i}@p1") for i in range(WAITING)],
+        inside=[WireClient(p1.ws_url, f"D{i}@p1") for i in range(DIALOGS)],
+        partners=[WireClient(p2.ws_url, f"E{i}@p2") for i in range(DIALOGS)],
+        control=[WireClient(p2.ws_url, "C1@p2"), WireClient(p2.ws_url, "C2@p2")],
+        newcomer=WireClient(p2.ws_url, "N@p2"),
+        late=WireClient(p2.ws_url, "N2@p2"),
     )
+    try:
+        await build(scene)
+        yield scene
+    finally:
+        await close_all(scene.clients)
+
+
+async def build(scene: Scene) -> None:
+    p1, p2 = scene.p1, scene.p2
     await asyncio.gather(*(c.open() for c in scene.clients))
     for i, w in enumerate(scene.waiting):
         await start_stored(w, start_body(f"W{i}", "de", **W_BODY))
@@ -70,10 +84,9 @@ async def build_scene(p1, p2) -> Scene:
         assert held[d.user].status == "paired" and held[d.user].process.pid == p1.process.pid
     for e in scene.partners:
         assert held[e.user].status == "paired" and held[e.user].process.pid == p2.process.pid
-    return scene
 
 
-async def _waiting_user_id(client: StompWs) -> str:
+async def _waiting_user_id(client: WireClient) -> str:
     """A waiting client has no 10 yet, so its user id comes from the database (by name)."""
     name = client.label.split("@")[0]
 
@@ -155,9 +168,7 @@ async def test_sigkill_heartbeat_releases_without_operator(cluster, timings, whe
     names another host, so only its stale heartbeat gives it away (the cross-host case).
     """
     p1, p2 = cluster(2, RANDOMCHAT_PROCESS_HEARTBEAT=1, RANDOMCHAT_PROCESS_TIMEOUT=5)
-    scene = None
-    try:
-        scene = await build_scene(p1, p2)
+    async with scene_on(p1, p2) as scene:
         if where == "other-host":
             assert await helpers.in_thread(_mark_remote, p1.process.pid) == 1
         killed_at = helpers.sigkill(p1)
@@ -168,18 +179,13 @@ async def test_sigkill_heartbeat_releases_without_operator(cluster, timings, whe
         # Past the release and a pair-confirm timeout (5 s) for any claim made before it.
         await assert_no_ghost_partner(scene, watch_until=max(time.monotonic() + 2, killed_at + 12))
         await assert_final_state(scene)
-    finally:
-        if scene is not None:
-            await close_all(scene.clients)
 
 
 @pytest.mark.timeout(120)
 async def test_sigkill_prune_pool_releases_at_once(cluster, timings):
     """Heartbeats too slow to matter (30 s / 60 s): `prune_pool` right after the kill does it."""
     p1, p2 = cluster(2, RANDOMCHAT_PROCESS_HEARTBEAT=30, RANDOMCHAT_PROCESS_TIMEOUT=60)
-    scene = None
-    try:
-        scene = await build_scene(p1, p2)
+    async with scene_on(p1, p2) as scene:
         killed_at = helpers.sigkill(p1)
         output = await helpers.run_command("prune_pool")
         pruned_at = time.monotonic()
@@ -189,9 +195,6 @@ async def test_sigkill_prune_pool_releases_at_once(cluster, timings):
         await newcomer_one_second_after(scene, killed_at)
         await assert_no_ghost_partner(scene, watch_until=time.monotonic() + 6)
         await assert_final_state(scene)
-    finally:
-        if scene is not None:
-            await close_all(scene.clients)
 
 
 @pytest.mark.timeout(120)
@@ -200,9 +203,7 @@ async def test_sigkill_newcomer_before_anyone_noticed(cluster, timings):
     candidate's process is alive (its pid here; its presence lock on PostgreSQL, on any host)
     alone keeps the newcomer from its waiting users."""
     p1, p2 = cluster(2, RANDOMCHAT_PROCESS_HEARTBEAT=30, RANDOMCHAT_PROCESS_TIMEOUT=60)
-    scene = None
-    try:
-        scene = await build_scene(p1, p2)
+    async with scene_on(p1, p2) as scene:
         killed_at = helpers.sigkill(p1)
         await newcomer_one_second_after(scene, killed_at)
         # The W users still wait, compatible with the newcomer: only the check kept them apart.
@@ -214,6 +215,3 @@ async def test_sigkill_newcomer_before_anyone_noticed(cluster, timings):
         await helpers.run_command("prune_pool")
         await assert_partners_told(scene, since=time.monotonic(), within=3, timings=timings, label="partners' 30 after late prune_pool")
         await assert_final_state(scene)
-    finally:
-        if scene is not None:
-            await close_all(scene.clients)

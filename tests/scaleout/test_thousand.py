@@ -12,8 +12,10 @@ from collections import Counter, defaultdict
 
 import pytest
 
+from tests.support.events import LEFT, PAIRED, start_body
+from tests.support.wire import WireClient, close_all, open_all
+
 from . import helpers
-from .wsclient import LEFT, PAIRED, StompWs, close_all, open_all, start_body
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -98,7 +100,7 @@ def start_of(index: int, processes: int, name: str) -> dict:
 async def everyone_paired_once(servers, count: int, timings, *, check_released: bool = False) -> None:
     """`count` clients round-robin over `servers` open, all /start at once; each gets one 10."""
     processes = len(servers)
-    clients = [StompWs(servers[i % processes].ws_url, f"user{i:04d}@p{i % processes + 1}") for i in range(count)]
+    clients = [WireClient(servers[i % processes].ws_url, f"user{i:04d}@p{i % processes + 1}") for i in range(count)]
     names = {client: f"user{i:04d}" for i, client in enumerate(clients)}
     try:
         began = time.monotonic()
@@ -149,7 +151,7 @@ async def everyone_paired_once(servers, count: int, timings, *, check_released: 
         assert not closed, f"closed: {closed[:10]}"
 
         # Partners are symmetric: each chatUUID names exactly two clients, who see each other.
-        by_chat: dict[str, list[StompWs]] = defaultdict(list)
+        by_chat: dict[str, list[WireClient]] = defaultdict(list)
         for client in clients:
             by_chat[client.chat].append(client)
         sizes = Counter(len(members) for members in by_chat.values())

@@ -1,4 +1,4 @@
-"""Rows and channel-layer helpers shared by the command and admin tests."""
+"""Rows as the services store them, and channel-layer helpers, for tests that skip the wire."""
 
 from __future__ import annotations
 
@@ -6,13 +6,16 @@ import asyncio
 import itertools
 import json
 import os
+import uuid
 from datetime import timedelta
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.utils import timezone
 
+from chat.requests import StartRequest, parse_start
 from dialogs.models import Dialog, Message
+from matching import services as pool
 from matching.models import PoolUser, ServerProcess
 from matching.processes import HOSTNAME
 
@@ -32,6 +35,53 @@ def make_user(*, channel: str | None = None, status=PoolUser.Status.WAITING, lan
     return PoolUser.objects.create(
         channel_name=channel or f"test.channel.{next(_serial)}", status=status, language=language, **fields
     )
+
+
+def request_of(data: dict | None = None, **fields) -> StartRequest:
+    data = {"languageCode": "en", **(data or {}), **fields}
+    return parse_start(json.dumps(data).encode())
+
+
+def pool_user(data: dict | None = None, *, status=PoolUser.Status.WAITING, **extra) -> PoolUser:
+    """A user stored the way pool_enter_many stores one."""
+    request = request_of(data)
+    return PoolUser.objects.create(
+        **pool.user_fields(request),
+        channel_name=extra.pop("channel_name", f"test.{uuid.uuid4().hex}"),
+        status=status,
+        **extra,
+    )
+
+
+def this_process() -> ServerProcess:
+    """The ServerProcess row of the test process, as a consumer's would be."""
+    return ServerProcess.objects.get_or_create(hostname=HOSTNAME, pid=os.getpid())[0]
+
+
+def entry(channel: str, data: dict | None = None, **fields) -> pool.Entry:
+    return pool.Entry(channel, request_of(data, **fields), this_process().pk)
+
+
+def start_many(entries: list[pool.Entry], live_channels=None) -> list:
+    """What a batch of /starts does: dialogs.pairing.dialogs_start, as this process."""
+    from dialogs.pairing import dialogs_start
+
+    return dialogs_start(entries, process_id=this_process().pk, live_channels=live_channels)
+
+
+def start(channel: str, data: dict | None = None, **fields):
+    """One /start alone in its batch: a Started, or the Refusal raised."""
+    [result] = start_many([entry(channel, data, **fields)])
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def pair(a: str = "chan.a", b: str = "chan.b", a_data=None, b_data=None) -> tuple[uuid.UUID, uuid.UUID, Dialog]:
+    """Two users paired through the services, as their consumers would: (first, second, dialog)."""
+    first = start(a, a_data)
+    second = start(b, b_data)
+    return first.user_id, second.user_id, Dialog.objects.get(pk=second.dialog_id)
 
 
 def make_dialog(
@@ -63,6 +113,12 @@ def make_dialog(
     for i in range(messages):
         Message.objects.create(dialog=dialog, author=first if i % 2 == 0 else second, content=f"message {i}")
     return dialog
+
+
+def listed(response) -> list:
+    """The rows an admin changelist page shows."""
+    assert response.status_code == 200
+    return list(response.context["cl"].result_list)
 
 
 # Channel layer (the in-memory one of the default settings)

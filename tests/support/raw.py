@@ -1,5 +1,6 @@
-"""Raw HTTP and WebSocket handshakes against a live server, with any Host header, and a
-bare STOMP connection over `websockets`."""
+"""Below the clients: raw HTTP requests and WebSocket handshakes against a live server, with any
+Host header; one HTTP request through the ASGI application in process; and a bare STOMP
+connection over `websockets` for tests that time how and when the server closes it."""
 
 from __future__ import annotations
 

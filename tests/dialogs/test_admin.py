@@ -3,22 +3,11 @@ from django.urls import reverse
 
 from dialogs.models import Dialog, Message
 from matching.models import PoolUser
-from tests.commands.factories import (
-    ago,
-    assert_nothing_on,
-    make_dialog,
-    make_user,
-    new_channel,
-    receive_event,
-)
+from tests.support.events import LEFT, event_body
+from tests.support.factories import ago, assert_nothing_on, listed, make_dialog, make_user, new_channel, receive_event
 
 Status = PoolUser.Status
 CHANGELIST = "admin:dialogs_dialog_changelist"
-
-
-def listed(response) -> list[Dialog]:
-    assert response.status_code == 200
-    return list(response.context["cl"].result_list)
 
 
 @pytest.fixture
@@ -141,13 +130,7 @@ def test_end_selected_dialogs__ends_them_and_tells_both_participants(admin_clien
         Status.ENDED
     }
     for channel in channels[:2]:
-        assert receive_event(channel) == {
-            "chatUUID": str(ending.pk),
-            "senderUUID": None,
-            "eventCode": 30,
-            "serviceContent": {"reason": "admin"},
-            "content": None,
-        }
+        assert receive_event(channel) == event_body(LEFT, chat=str(ending.pk), service={"reason": "admin"})
     assert Dialog.objects.get(pk=untouched.pk).status == Dialog.Status.ACTIVE
     assert Dialog.objects.get(pk=already.pk).end_reason == Dialog.EndReason.STOP
     for channel in channels[2:]:

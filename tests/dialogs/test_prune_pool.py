@@ -8,7 +8,8 @@ from dialogs.models import Dialog
 from matching.models import PoolUser, ServerProcess
 from matching.processes import HOSTNAME
 
-from .factories import (
+from tests.support.events import LEFT, event_body
+from tests.support.factories import (
     ago,
     assert_nothing_on,
     live_process,
@@ -66,13 +67,9 @@ def test_prune_pool__releases_what_a_dead_process_held(how):
     assert partner.status == Status.ENDED
     assert not ServerProcess.objects.filter(pk=dead.pk).exists()
     assert ServerProcess.objects.filter(pk=alive.pk).exists()
-    assert receive_event(partner.channel_name) == {
-        "chatUUID": str(dialog.pk),
-        "senderUUID": str(leaver.pk),
-        "eventCode": 30,
-        "serviceContent": {"reason": "disconnect"},
-        "content": None,
-    }
+    assert receive_event(partner.channel_name) == event_body(
+        LEFT, chat=str(dialog.pk), sender=str(leaver.pk), service={"reason": "disconnect"}
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -115,13 +112,7 @@ def test_prune_pool__max_wait_removes_and_tells_those_who_waited_too_long():
     )
     overdue.refresh_from_db()
     assert overdue.status == Status.CANCELLED and overdue.left_at is not None
-    assert receive_event(overdue.channel_name) == {
-        "chatUUID": None,
-        "senderUUID": None,
-        "eventCode": 30,
-        "serviceContent": {"reason": "timeout"},
-        "content": None,
-    }
+    assert receive_event(overdue.channel_name) == event_body(LEFT, service={"reason": "timeout"})
     assert PoolUser.objects.get(pk=patient.pk).status == Status.WAITING
     assert_nothing_on(patient.channel_name)
     # Only waiting users time out: a dialog or a pairing in progress is left alone.

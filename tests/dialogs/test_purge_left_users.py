@@ -11,10 +11,9 @@ from django.core.management import call_command
 from websockets.asyncio.client import connect
 
 from matching.models import PoolUser
-from tests.consumers.stomp_client import raw_frame
-from tests.live import DaphneServer
-
-from .factories import ago, make_dialog, make_user
+from tests.support.factories import ago, make_dialog, make_user
+from tests.support.inprocess import raw_frame
+from tests.support.live import DaphneServer
 
 Status = PoolUser.Status
 

@@ -7,7 +7,7 @@ from django.core.management import call_command
 
 from matching.models import PoolUser
 
-from .factories import ago, make_dialog, make_user
+from tests.support.factories import ago, make_dialog, make_user
 
 Status = PoolUser.Status
 

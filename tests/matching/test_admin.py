@@ -7,24 +7,13 @@ from django.urls import reverse
 from dialogs.models import Dialog
 from matching.admin import format_duration
 from matching.models import PoolUser
-from tests.commands.factories import (
-    ago,
-    assert_nothing_on,
-    live_process,
-    make_dialog,
-    make_user,
-    new_channel,
-    receive,
-    receive_event,
+from tests.support.events import LEFT, event_body
+from tests.support.factories import (
+    ago, assert_nothing_on, listed, live_process, make_dialog, make_user, new_channel, receive_event,
 )
 
 Status = PoolUser.Status
 CHANGELIST = "admin:matching_pooluser_changelist"
-
-
-def listed(response) -> list[PoolUser]:
-    assert response.status_code == 200
-    return list(response.context["cl"].result_list)
 
 
 @pytest.mark.parametrize(
@@ -123,13 +112,7 @@ def test_remove_selected_users_from_the_pool(admin_client):
     for user in (waiting, claimed):
         user.refresh_from_db()
         assert user.status == Status.CANCELLED and user.left_at is not None
-        assert receive_event(user.channel_name) == {
-            "chatUUID": None,
-            "senderUUID": None,
-            "eventCode": 30,
-            "serviceContent": {"reason": "admin"},
-            "content": None,
-        }
+        assert receive_event(user.channel_name) == event_body(LEFT, service={"reason": "admin"})
     # A row an earlier version left claiming it is not selected: untouched, told nothing.
     assert PoolUser.objects.get(pk=claimant.pk).status == Status.PAIRING
     assert_nothing_on(claimant.channel_name)

@@ -6,7 +6,7 @@ from django.core.management import CommandError, call_command
 from dialogs.models import Dialog, Message
 from matching.models import PoolUser
 
-from .factories import ago, make_dialog, make_user
+from tests.support.factories import ago, make_dialog, make_user
 
 Status = PoolUser.Status
 

@@ -27,7 +27,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
-REPO = Path(__file__).resolve().parent.parent
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "tests" / "artifacts"  # screenshots and captures a live test leaves to look at
 APPLICATION = "randomchat.asgi:application"
 DEFAULT_STARTUP_TIMEOUT = 20.0
 DEFAULT_STOP_TIMEOUT = 10.0
@@ -35,6 +38,15 @@ DEFAULT_STOP_TIMEOUT = 10.0
 # Every process any DaphneServer started and has not reaped yet: killed at exit, so an
 # interrupted session leaves no server behind.
 _running: set[subprocess.Popen] = set()
+
+
+# The servers whose output a failed test's report shows (tests/conftest.py), with the log offset at start.
+SERVERS_KEY = pytest.StashKey[list]()
+
+
+def watch(request, server: DaphneServer) -> None:
+    """Attach what `server` logs from now on to this test's report, should the test fail."""
+    request.node.stash.setdefault(SERVERS_KEY, []).append((server, server.log_size()))
 
 
 class DaphneStartError(RuntimeError):

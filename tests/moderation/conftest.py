@@ -1,1 +1,0 @@
-from tests.admin.conftest import admin_client  # noqa: F401  (the admin pages' fixture)

@@ -1,0 +1,1 @@
+"""What the tests share: clients, events, live servers, rows; see tests/README.md."""
