@@ -19,7 +19,7 @@ from .models import Dialog, Message
 logger = logging.getLogger(__name__)
 
 
-def _check_owned(dialog: Dialog | None, sender: uuid.UUID, held_user: uuid.UUID | None) -> Dialog:
+def check_owned(dialog: Dialog | None, sender: uuid.UUID, held_user: uuid.UUID | None) -> Dialog:
     """The dialog, if the connection's own user is in it."""
     if dialog is None:
         raise Refusal("unknown_chat", "No dialog has this chatUUID", "chatUUID")
@@ -28,15 +28,14 @@ def _check_owned(dialog: Dialog | None, sender: uuid.UUID, held_user: uuid.UUID 
     return dialog
 
 
-def _check_owned_active(dialog: Dialog | None, sender: uuid.UUID, held_user: uuid.UUID | None) -> Dialog:
-    """The dialog, if the connection's own user is in it and it is active."""
-    dialog = _check_owned(dialog, sender, held_user)
+def check_active(dialog: Dialog) -> Dialog:
+    """The dialog, if it is active."""
     if dialog.status != Dialog.Status.ACTIVE:
         raise Refusal("dialog_ended", "This dialog has ended", "chatUUID", after_seq=dialog.last_seq)
     return dialog
 
 
-def _locked_dialogs(chats) -> dict[uuid.UUID, Dialog]:
+def locked_dialogs(chats) -> dict[uuid.UUID, Dialog]:
     """Dialogs locked in primary-key order (one order for every batch), with both
     participants' channels, the addresses of the dialog's events."""
     dialogs = (
@@ -62,17 +61,17 @@ def messages_store(drafts: list[MessageDraft]) -> list[list[Notice] | Refusal]:
     alone gets the first one's 20 again, as the answer to its resend."""
     results: list[list[Notice] | Refusal] = []
     with transaction.atomic():
-        dialogs = _locked_dialogs({draft.chat for draft in drafts})
+        dialogs = locked_dialogs({draft.chat for draft in drafts})
         stored = _stored_by_client_id(drafts)
         rows = []
         for draft in drafts:
             try:
-                dialog = _check_owned(dialogs.get(draft.chat), draft.sender, draft.held_user)
+                dialog = check_owned(dialogs.get(draft.chat), draft.sender, draft.held_user)
                 first = stored.get((draft.sender, draft.client_message_id))
                 if first is not None:
                     results.append([_answer_again(dialog, draft.sender, first)])
                     continue
-                _check_owned_active(dialog, draft.sender, draft.held_user)
+                check_active(dialog)
             except Refusal as refusal:
                 results.append(refusal)
                 continue
@@ -119,14 +118,14 @@ def dialog_stop(*, request: DialogRequest, held_user: uuid.UUID | None) -> list[
         raise Refusal("not_in_dialog", "This connection is in no dialog and waits for none")
     chat, sender = uuid_field(request.chat, "chatUUID"), uuid_field(request.sender, "senderUUID")
     with transaction.atomic():
-        dialog = _check_owned_active(_locked_dialogs([chat]).get(chat), sender, held_user)
+        dialog = check_active(check_owned(locked_dialogs([chat]).get(chat), sender, held_user))
         return _end(dialog, ended_by=held_user, reason=Dialog.EndReason.STOP)
 
 
 def dialog_end(*, dialog_id, ended_by=None, reason: str) -> list[Notice]:
     """End an active dialog; idempotent: an ended or unknown dialog gives no notice."""
     with transaction.atomic():
-        dialog = _locked_dialogs([dialog_id]).get(uuid.UUID(str(dialog_id)))
+        dialog = locked_dialogs([dialog_id]).get(uuid.UUID(str(dialog_id)))
         if dialog is None or dialog.status != Dialog.Status.ACTIVE:
             return []
         return _end(dialog, ended_by=ended_by, reason=reason)

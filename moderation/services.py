@@ -14,7 +14,7 @@ from chat.notify import send_notices_sync
 from chat.refusals import Refusal
 from chat.requests import DialogRequest, is_unicode, uuid_field
 from dialogs.models import Dialog
-from dialogs.services import _check_owned, _locked_dialogs, dialog_end
+from dialogs.services import check_owned, dialog_end, locked_dialogs
 from matching.models import PoolUser
 
 from .models import MAX_REASON_LENGTH, Ban, ParticipantAddress, Report
@@ -56,7 +56,7 @@ def report_take(*, request: DialogRequest, reporter: uuid.UUID | None) -> tuple[
     reason = _reason(request.content)
     chat, sender = uuid_field(request.chat, "chatUUID"), uuid_field(request.sender, "senderUUID")
     with transaction.atomic():
-        dialog = _check_owned(_locked_dialogs([chat]).get(chat), sender, reporter)
+        dialog = check_owned(locked_dialogs([chat]).get(chat), sender, reporter)
         if Report.objects.filter(dialog=dialog, reporter_id=sender).exists():
             raise Refusal("already_reported", "You have already reported this dialog", "chatUUID")
         reported = dialog.second_id if sender == dialog.first_id else dialog.first_id
