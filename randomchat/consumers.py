@@ -228,14 +228,15 @@ class ChatConsumer(StompConsumer):
             return
         missing = self.order.missing()
         logger.warning("event=order_gap session=%s chat=%s missing=%s", self.session_id, self.dialog_id, missing)
+        ready = []
         if missing is not None and self.dialog_id is not None:
             try:
                 stored = await call(dialog_events, chat=self.dialog_id, first_seq=missing[0], last_seq=missing[1])
             except Refusal:  # the database is down too: let what waits go without them
                 stored = []
             for event in stored:
-                await self.emit(self.order.push(event["seq"], event))
-        await self.emit(self.order.skip_gap())
+                ready += self.order.push(event["seq"], event)
+        await self.emit(ready + self.order.skip_gap())
 
     # Helpers
 
