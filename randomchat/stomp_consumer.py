@@ -273,6 +273,7 @@ class StompConsumer(AsyncWebsocketConsumer):
                     (f.HDR_HEART_BEAT, "%d,%d" % server_heartbeat),
                     (f.HDR_SERVER, f"randomchat/{__version__}"),
                     (f.HDR_SESSION, self.session_id),
+                    *self.connected_headers(frame),
                 ),
             )
         )
@@ -384,6 +385,10 @@ class StompConsumer(AsyncWebsocketConsumer):
         return value
 
     # Hooks
+
+    def connected_headers(self, frame: Frame) -> tuple[tuple[str, str], ...]:
+        """Headers a subclass adds to CONNECTED, answering ones of its own on `frame`."""
+        return ()
 
     async def stomp_connected(self) -> None:
         """Called once the client is CONNECTED."""
