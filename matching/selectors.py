@@ -1,36 +1,79 @@
 """Queries over the pool."""
 
-from django.db.models import Q, QuerySet
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from django.db import connection
+from django.db.models import BooleanField, QuerySet
+from django.db.models.expressions import RawSQL
 
 from .models import PoolUser
 
+# The pairing rule (matching.rules.compatible) as SQL over the pool's columns, the newcomer's
+# values in braces: SQL's NULL does the rest, since a comparison with a null attribute is
+# never true (a null attribute meets no non-null target field).
+RULE = (
+    "status = 'waiting' AND language = {language}"
+    # Their target accepts this user.
+    " AND (target_gender IS NULL OR target_gender = {gender})"
+    " AND (target_age_min IS NULL OR target_age_min <= {age})"
+    " AND (target_age_max IS NULL OR target_age_max >= {age})"
+    # This user's target accepts them.
+    " AND ({target_gender} IS NULL OR gender = {target_gender})"
+    " AND ({target_age_min} IS NULL OR age >= {target_age_min})"
+    " AND ({target_age_max} IS NULL OR age <= {target_age_max})"
+)
+_RULE_VALUES = re.findall(r"{(\w+)}", RULE)
+_RULE_BOUND = re.sub(r"{\w+}", "%s", RULE)
+_ORDER = "ORDER BY created_at, id"
+
+
+def _bound(user: PoolUser) -> tuple[str, list]:
+    """RULE for `user`, its values as parameters."""
+    return _RULE_BOUND, [getattr(user, name) for name in _RULE_VALUES]
+
 
 def pool_candidates_for(user: PoolUser) -> QuerySet[PoolUser]:
-    """Waiting users compatible with `user`, longest-waiting first, as one indexed query.
+    """Waiting users compatible with `user`, longest-waiting first, as one indexed query."""
+    return (
+        PoolUser.objects.filter(RawSQL(*_bound(user), output_field=BooleanField()))
+        .exclude(pk=user.pk)
+        .order_by("created_at", "pk")
+    )
 
-    The SQL mirrors matching.rules.compatible (the rule as plain Python): a null attribute meets no non-null target field.
-    """
-    qs = PoolUser.objects.filter(status=PoolUser.Status.WAITING, language=user.language).exclude(pk=user.pk)
-    # Their target accepts this user.
-    if user.gender is None:
-        qs = qs.filter(target_gender__isnull=True)
-    else:
-        qs = qs.filter(Q(target_gender__isnull=True) | Q(target_gender=user.gender))
-    if user.age is None:
-        qs = qs.filter(target_age_min__isnull=True, target_age_max__isnull=True)
-    else:
-        qs = qs.filter(
-            Q(target_age_min__isnull=True) | Q(target_age_min__lte=user.age),
-            Q(target_age_max__isnull=True) | Q(target_age_max__gte=user.age),
-        )
-    # This user's target accepts them (a null attribute never matches a comparison).
-    if user.target_gender is not None:
-        qs = qs.filter(gender=user.target_gender)
-    if user.target_age_min is not None:
-        qs = qs.filter(age__gte=user.target_age_min)
-    if user.target_age_max is not None:
-        qs = qs.filter(age__lte=user.target_age_max)
-    return qs.order_by("created_at", "pk")
+
+def pool_candidates_many(wanted: Sequence[tuple[PoolUser, int]]) -> list[list[PoolUser]]:
+    """For each (user, n): the first n of pool_candidates_for(user), with the user itself in
+    its place if it is compatible with itself; locked, skipping rows another transaction
+    holds. On PostgreSQL one statement for all (a LATERAL join over the users' values), on
+    SQLite, where a statement costs no round trip, one each."""
+    table = PoolUser._meta.db_table
+    if connection.vendor != "postgresql":
+        return [
+            list(PoolUser.objects.raw(f"SELECT * FROM {table} WHERE {_RULE_BOUND} {_ORDER} LIMIT %s",
+                                      [*_bound(user)[1], limit]))
+            for user, limit in wanted
+        ]
+    columns = ["wanted_by", *dict.fromkeys(_RULE_VALUES), "wanted"]
+    types = {"wanted_by": "int", "age": "int", "target_age_min": "int", "target_age_max": "int", "wanted": "int"}
+    arrays = ", ".join(f"%s::{types.get(name, 'text')}[]" for name in columns)
+    rule = RULE.format(**{name: f"w.{name}" for name in _RULE_VALUES})
+    sql = (f"SELECT c.*, w.wanted_by FROM unnest({arrays}) AS w({', '.join(columns)})"
+           f" CROSS JOIN LATERAL (SELECT * FROM {table} WHERE {rule} {_ORDER} LIMIT w.wanted"
+           f" FOR UPDATE SKIP LOCKED) AS c")
+    params = [
+        [index if name == "wanted_by" else limit if name == "wanted" else getattr(user, name)
+         for index, (user, limit) in enumerate(wanted)]
+        for name in columns
+    ]
+    found: list[list[PoolUser]] = [[] for _ in wanted]
+    for row in PoolUser.objects.raw(sql, params):
+        found[row.wanted_by].append(row)
+    for rows in found:  # a LATERAL join keeps each user's order in practice, not by the standard
+        rows.sort(key=lambda row: (row.created_at, row.pk))
+    return found
 
 
 def user_held_on(*, channel_name: str) -> bool:

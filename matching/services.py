@@ -8,7 +8,7 @@ its own transaction (dialogs.pairing), so that no pair is committed without its 
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,7 +21,7 @@ from chat.refusals import Refusal
 from .models import PoolUser
 from .processes import processes_alive
 from chat.requests import StartRequest
-from .selectors import pool_candidates_for
+from .selectors import pool_candidates_for, pool_candidates_many
 
 Status = PoolUser.Status
 
@@ -104,9 +104,20 @@ def _refusal(held: str | None) -> Refusal | None:
     return None
 
 
-def _partner_for(user: PoolUser, taken: set, reachable: Reachable, avoid: Collection[str]) -> PoolUser | None:
+def _partner_for(
+    user: PoolUser, taken: set, reachable: Reachable, avoid: Collection[str], read: tuple[list[PoolUser], bool]
+) -> PoolUser | None:
     """The longest-waiting compatible user not `taken`, whose connection is reachable and
-    not one of `avoid` (the connections its own just had a dialog with)."""
+    not one of `avoid` (the connections its own just had a dialog with): from the batch's
+    `read` of its candidates, or, if that read stopped short and none of it fits, paged
+    from the pool."""
+    rows, complete = read
+    for candidate in rows:
+        if candidate.pk != user.pk and candidate.pk not in taken and candidate.channel_name not in avoid \
+                and reachable(candidate):
+            return candidate
+    if complete:
+        return None
     candidates = pool_candidates_for(user).exclude(pk__in=taken)
     if avoid:
         candidates = candidates.exclude(channel_name__in=avoid)
@@ -120,6 +131,28 @@ def _partner_for(user: PoolUser, taken: set, reachable: Reachable, avoid: Collec
         if len(page) < CANDIDATE_PAGE:
             return None
         start += CANDIDATE_PAGE
+
+
+def _profile(user: PoolUser) -> tuple:
+    """What decides a user's candidates: users alike share one read."""
+    return (user.language, user.gender, user.age, user.target_gender, user.target_age_min, user.target_age_max)
+
+
+def _candidates_read(
+    users: list[PoolUser], recent_partners: Mapping[str, Collection[str]]
+) -> dict[tuple, tuple[list[PoolUser], bool]]:
+    """The batch's candidates in one statement: per profile, the oldest of its candidates, as
+    many as its newcomers can pass over (each newcomer of the language takes at most two of
+    them: itself and a partner) plus a page; and whether that read reached the end."""
+    per_language = Counter(user.language for user in users)
+    wanted: dict[tuple, tuple[PoolUser, int]] = {}
+    for user in users:
+        limit = CANDIDATE_PAGE + 2 * per_language[user.language] + len(recent_partners.get(user.channel_name, ()))
+        key = _profile(user)
+        if key not in wanted or wanted[key][1] < limit:
+            wanted[key] = (user, limit)
+    found = pool_candidates_many(list(wanted.values()))
+    return {key: (rows, len(rows) < limit) for (key, (_, limit)), rows in zip(wanted.items(), found)}
 
 
 def pool_enter_many(
@@ -168,10 +201,12 @@ def _pair(
     """Pair the new `users` in order; user id -> partner for both sides of every pair."""
     partners: dict[uuid.UUID, PoolUser] = {}
     taken: dict[str, set] = defaultdict(set)  # per language: the users paired by this batch
+    read = _candidates_read(users, recent_partners)
     for user in users:
         if user.pk in partners:
             continue
-        partner = _partner_for(user, taken[user.language], reachable, recent_partners.get(user.channel_name, ()))
+        avoid = recent_partners.get(user.channel_name, ())
+        partner = _partner_for(user, taken[user.language], reachable, avoid, read[_profile(user)])
         if partner is None:
             continue
         partners[user.pk], partners[partner.pk] = partner, user

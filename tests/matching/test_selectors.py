@@ -1,4 +1,4 @@
-"""matching.selectors.pool_candidates_for against the pairing rule of PROTOCOL.md §5."""
+"""matching.selectors.pool_candidates_for and pool_candidates_many against the pairing rule of PROTOCOL.md §5."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from matching.models import PoolUser
-from matching.selectors import pool_candidates_for
+from matching.selectors import pool_candidates_for, pool_candidates_many
 
 from tests.support.factories import pool_user
 from .strategies import reference_compatible, start_bodies
@@ -51,6 +51,16 @@ def test_pool_candidates_for__exactly_compatible_waiting_users_oldest_first(pool
                 if row.pk != me.pk and row.status == Status.WAITING and reference_compatible(my_data, data)
             ]
             assert [u.pk for u in pool_candidates_for(me)] == expected, (me, my_data)
+        # All of them at once, as a pairing batch reads them: the first n each, oneself in
+        # its place when compatible with oneself.
+        wanted = [(me, 1 + index % 4) for index, (me, _) in enumerate(rows)]
+        for (me, n), (_, my_data), read in zip(wanted, rows, pool_candidates_many(wanted)):
+            expected = [
+                row.pk
+                for row, data in oldest_first
+                if row.status == Status.WAITING and reference_compatible(my_data, data)
+            ]
+            assert [u.pk for u in read] == expected[:n], (me, my_data, n)
         transaction.set_rollback(True)
 
 

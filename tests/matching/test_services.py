@@ -215,11 +215,25 @@ def test_reach__a_stale_candidate_is_skipped(monkeypatch):
     # select_for_update does nothing): the candidate must still wait.
     a, b, _ = pair()
     c = start("chan.c").user_id
-    monkeypatch.setattr(pool, "pool_candidates_for",
-                        lambda u: PoolUser.objects.filter(status=Status.WAITING).exclude(pk=u.pk).order_by("created_at", "pk"))
+    waiting = PoolUser.objects.filter(status=Status.WAITING).order_by("created_at", "pk")
+    monkeypatch.setattr(pool, "pool_candidates_many", lambda wanted: [list(waiting[:n]) for _, n in wanted])
     result = start("chan.d")
     assert Dialog.objects.get(pk=result.dialog_id).first_id == c
     assert user(a).status == user(b).status == Status.PAIRED
+
+
+def test_reach__past_a_short_read_the_pool_is_paged(monkeypatch):
+    # The batch reads a few candidates per newcomer; when none of them can be paired, the
+    # rest of the pool is still searched, oldest first.
+    monkeypatch.setattr(pool, "CANDIDATE_PAGE", 1)
+    dead = ServerProcess.objects.create(hostname="elsewhere.invalid", pid=1, last_seen="2000-01-01T00:00Z")
+    for index in range(5):
+        pool_user({}, channel_name=f"chan.ghost{index}", process=dead)
+    alive = start("chan.alive").user_id
+    later = start("chan.later", {"languageCode": "de"}).user_id  # another language: not a candidate
+    result = start("chan.new")
+    assert Dialog.objects.get(pk=result.dialog_id).first_id == alive
+    assert user(later).status == Status.WAITING
 
 
 # Leaving
