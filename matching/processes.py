@@ -12,6 +12,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db.models import Field
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from chat import events
@@ -136,22 +138,27 @@ def process_presence_release() -> None:
         holder.close()
 
 
-def _presence_held() -> set[int]:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks"
-            " WHERE locktype = 'advisory' AND granted AND objsubid = 1"
-        )
-        return {row[0] for row in cursor.fetchall()}
+# The presence keys held now, as an array: one value for the whole statement that reads it.
+_PRESENCE_HELD = RawSQL(
+    "ARRAY(SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks"
+    " WHERE locktype = 'advisory' AND granted AND objsubid = 1)",
+    [],
+    output_field=Field(),
+)
 
 
 def processes_alive() -> set:
     """Ids of the processes whose connections can be paired now: not dead by their rows,
-    and on PostgreSQL holding their presence lock. Pairing errs towards "dead": it only
-    waits longer."""
-    dead = {process.pk for process in processes_dead()}
-    alive = set(ServerProcess.objects.values_list("pk", flat=True)) - dead
-    if connection.vendor == "postgresql":
-        held = _presence_held()
-        alive = {pk for pk in alive if presence_key(pk) in held}
-    return alive
+    and on PostgreSQL holding their presence lock; one statement, read once per pairing
+    batch. Pairing errs towards "dead": it only waits longer."""
+    stale = timezone.now() - timedelta(seconds=settings.RANDOMCHAT_PROCESS_TIMEOUT)
+    rows = ServerProcess.objects.only("hostname", "pid", "last_seen")
+    presence = connection.vendor == "postgresql"
+    if presence:
+        rows = rows.annotate(held=_PRESENCE_HELD)
+    return {
+        process.pk
+        for process in rows
+        if process.last_seen >= stale and not _gone_here(process)
+        and (not presence or presence_key(process.pk) in process.held)
+    }
