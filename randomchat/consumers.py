@@ -21,7 +21,7 @@ from dialogs.services import dialog_end, dialog_events, dialog_stop, messages_st
 from matching.selectors import user_held_on
 from matching.services import Entry, pool_cancel
 from moderation.address import address_hash, client_address
-from moderation.services import address_banned, address_record, report_take
+from moderation.services import address_banned, addresses_record, report_take
 
 from . import metrics
 from .batching import Batch
@@ -33,6 +33,7 @@ from .stomp_consumer import CLOSE_POLICY, StompConsumer
 logger = logging.getLogger(__name__)
 
 MESSAGES = Batch(messages_store)
+ADDRESSES = Batch(addresses_record)
 # Every /start that arrives while the previous batch is written is paired in the next one.
 STARTS = Batch(lambda entries: dialogs_start(entries, process_id=entries[0].process_id, live_channels=live_channels))
 
@@ -252,7 +253,8 @@ class ChatConsumer(StompConsumer):
     async def keep_address(self) -> None:
         """The hashed address of a paired user, for a report about its dialog."""
         try:
-            await call(address_record, user_id=self.user_id, address_hash=self.address_hash)
+            with database_refusal("addresses_record"):
+                await ADDRESSES.submit((self.user_id, self.address_hash))
         except Refusal:
             logger.warning("event=address_not_kept session=%s user=%s", self.session_id, self.user_id)
 
