@@ -25,8 +25,7 @@ rounds, p99 is over every dialog of every round.
 
 Then the idle pair: on each configuration, one user waits (its /start acknowledged by a
 RECEIPT), the clock starts as the second writes /start and stops at the later 10;
-repeated with fresh connections (the same two may not pair again, PROTOCOL.md §7.2),
-interleaved over the configurations, median reported.
+repeated, interleaved over the configurations, median reported.
 
 The server's rate limits are raised (RANDOMCHAT_RATE_*), as in every load benchmark here.
 """
@@ -198,15 +197,16 @@ def run_round(config: Config, args, code_offset: int) -> dict:
 
 
 class IdlePair:
-    """A fresh pair of connections to a configuration (A on its first process, B on its last)
-    for each pair: the same two may not be paired again (no rematch, PROTOCOL.md §7.2)."""
+    """Two connections to a configuration (A on its first process, B on its last)."""
 
-    def __init__(self, config: Config):
-        self.config = config
+    def __init__(self, config: Config, stop: bool):
+        self.config, self.stop = config, stop
         self.futures: dict[tuple[int, int], asyncio.Future] = {}
 
     def on_message(self, client, body: bytes, t: float) -> None:
         event = json.loads(body)
+        if event["eventCode"] == 10:
+            client.chat, client.user = event["chatUUID"], event["senderUUID"]
         fut = self.futures.pop((id(client), event["eventCode"]), None)
         if fut is not None and not fut.done():
             fut.set_result(t)
@@ -215,25 +215,34 @@ class IdlePair:
         fut = self.futures[(id(client), code)] = asyncio.get_running_loop().create_future()
         return fut
 
-    async def pair(self) -> float:
-        """The time from B's /start to the later 10; A waits already (its RECEIPT came)."""
+    async def open(self) -> IdlePair:
         url_a, url_b = self.config.pairs(1)[0]
-        a = await h.StompClient(url_a, self.on_message).open()
-        b = await h.StompClient(url_b, self.on_message).open()
+        self.a = await h.StompClient(url_a, self.on_message).open()
+        self.b = await h.StompClient(url_b, self.on_message).open()
+        self.n = 0
+        return self
+
+    async def pair(self) -> float:
+        self.n += 1
         body = {"name": "idle", "languageCode": "en"}
-        await asyncio.wait_for(await a.send("/start", body, receipt="r"), 30)
-        got = [self.expect(a, 10), self.expect(b, 10)]
-        await asyncio.sleep(0.05)  # idle: nothing else in flight
+        await asyncio.wait_for(await self.a.send("/start", body, receipt=f"r{self.n}"), 30)
+        got = [self.expect(self.a, 10), self.expect(self.b, 10)]
         t0 = time.perf_counter()
-        await b.send("/start", body)
+        await self.b.send("/start", body)
         latency = max(await asyncio.wait_for(asyncio.gather(*got), 30)) - t0
-        await a.close()  # the dialog ends with it
-        await b.close()
+        if self.stop:  # randomchat: a connection in a dialog must /stop before its next /start
+            left = [self.expect(self.a, 30), self.expect(self.b, 30)]
+            await self.a.send("/stop", {"chatUUID": self.a.chat, "senderUUID": self.a.user, "content": None})
+            await asyncio.wait_for(asyncio.gather(*left), 30)
         return latency
 
+    async def close(self) -> None:
+        await self.a.close()
+        await self.b.close()
 
-async def measure_idle(configs: list[Config], repeats: int, seed: int) -> None:
-    pairers = [IdlePair(c) for c in configs]
+
+async def measure_idle(configs: list[Config], floor: Config, repeats: int, seed: int) -> None:
+    pairers = [await IdlePair(c, stop=c is not floor).open() for c in configs]
     for p in pairers:  # warm-up
         for _ in range(5):
             await p.pair()
@@ -241,7 +250,10 @@ async def measure_idle(configs: list[Config], repeats: int, seed: int) -> None:
     for _ in range(repeats):
         rng.shuffle(pairers)
         for p in pairers:
+            await asyncio.sleep(0.05)  # idle: nothing else in flight
             p.config.idle.append(await p.pair())
+    for p in pairers:
+        await p.close()
 
 
 def report(configs: list[Config], floor: Config, args) -> None:
@@ -333,7 +345,7 @@ def main() -> None:
                       f"{h.percentile(r['latencies'], 99) * 1e3:.0f} ms, CPU {r['cpu'] / max(1, r['pairs']) * 1e3:.2f} ms/pair, "
                       f"load {h.load_average()}", flush=True)
         wait_quiet(configs)
-        asyncio.run(measure_idle(configs, args.idle, args.seed))
+        asyncio.run(measure_idle(configs, floor, args.idle, args.seed))
         for s in servers:
             errors = s.log_errors()
             if errors:
