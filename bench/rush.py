@@ -101,19 +101,19 @@ class Rush:
 
 
 def role_client(config: dict) -> None:
-    """Open, say READY, wait for GO on stdin, rush, print the result as JSON."""
+    """Open, say READY, wait for GO on stdin, rush, print the result as JSON, then close
+    (the result goes first: the server's CPU is read when it comes, before the leaves)."""
     h.raise_nofile()
 
-    async def main() -> dict:
+    async def main() -> None:
         rush = Rush(config["pairs"], config["codes"])
         clients = await rush.open()
         print("READY", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-        result = await rush.run(clients, config["timeout"])
+        print(json.dumps(await rush.run(clients, config["timeout"])), flush=True)
         await asyncio.gather(*(c.close() for c in clients))
-        return result
 
-    print(json.dumps(asyncio.run(main())), flush=True)
+    asyncio.run(main())
 
 
 # The orchestrator
