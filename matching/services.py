@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import connection, transaction
+from django.db.models import BooleanField
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from chat.refusals import Refusal
@@ -83,17 +85,19 @@ class Reachable:
         return user.process_id in self._alive
 
 
-def _lock_languages(languages: set[str]) -> None:
-    """Serialize pool entry per language (in one order: no deadlock between two batches),
-    so that two newcomers in different transactions cannot both miss each other."""
+def _held_locking(channels: list[str], languages: set[str]) -> dict[str, str]:
+    """The status of the user each of these connections holds. On PostgreSQL the same
+    statement first locks the languages (in one order: no deadlock between two batches), so
+    that two newcomers in different transactions cannot both miss each other: every later
+    statement of the transaction sees what the batches before it committed."""
+    held = PoolUser.objects.filter(channel_name__in=channels, status__in=PoolUser.HELD)
     if connection.vendor == "postgresql" and languages:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_advisory_xact_lock(k) FROM"
-                " (SELECT DISTINCT hashtext('randomchat.pool.' || l) AS k FROM unnest(%s::text[]) AS l) AS keys"
-                " ORDER BY k",
-                [sorted(languages)],
-            )
+        held = held.filter(RawSQL(
+            "(SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT hashtext('randomchat.pool.' || l) AS k"
+            " FROM unnest(%s::text[]) AS l ORDER BY k) AS keys) >= 0",
+            [sorted(languages)], output_field=BooleanField(),
+        ))
+    return dict(held.values_list("channel_name", "status"))
 
 
 def _refusal(held: str | None) -> Refusal | None:
@@ -168,11 +172,7 @@ def pool_enter_many(
 
     Runs in the caller's transaction: dialogs.pairing creates the pairs' dialogs in it.
     """
-    _lock_languages({entry.request.language for entry in entries})
-    channels = [entry.channel_name for entry in entries]
-    held = dict(
-        PoolUser.objects.filter(channel_name__in=channels, status__in=PoolUser.HELD).values_list("channel_name", "status")
-    )
+    held = _held_locking([entry.channel_name for entry in entries], {entry.request.language for entry in entries})
     now = timezone.now()
     results: list[Entered | Refusal] = []
     users = []

@@ -111,6 +111,33 @@ def test_a_batch_skips_a_waiting_user_that_is_leaving():
     assert started.dialog_id is None
 
 
+def test_a_batch_waits_for_the_batch_before_it_in_its_language_and_then_sees_its_users():
+    # The batch before it (another process) holds the language and has stored a waiting
+    # user, not yet committed: the next batch must wait for it, then pair with that user.
+    this_process()
+    ready, release = threading.Event(), threading.Event()
+
+    def earlier_batch():
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(hashtext('randomchat.pool.en'))")
+            earlier = pool_user({"languageCode": "en"}, channel_name="chan.earlier", process=this_process())
+            ready.set()
+            release.wait(15)
+        connection.close()
+        return earlier
+
+    holder = Call(earlier_batch)
+    holder.start()
+    assert ready.wait(10)
+    result = Call(start, channel="chan.new")
+    result.start()
+    until_blocked(1)
+    release.set()
+    earlier = holder.outcome()
+    assert Dialog.objects.get(pk=result.outcome().dialog_id).first_id == earlier.pk
+
+
 def test_dialog_is_stopped_while_the_partner_disconnects():
     a, b = ordered_pair()
     dialog = Dialog.objects.create(first=a, second=b, language="en")
