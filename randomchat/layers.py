@@ -22,7 +22,9 @@ trips on a send and ~4 more on a receive, which capped a process at ~500 events/
   after the read under way once its loop has no consumer left (only the loop's own end
   cancels it). So the backup set is not needed.
 - A send to another process is one Lua script: drop expired messages, check capacity
-  (ChannelFull), add, renew the key's expiry, as channels-redis's four commands did.
+  (ChannelFull), add, renew the key's expiry, as channels-redis's four commands did. The
+  sends of one moment (a pairing batch's 10s, each from its own connection) share one
+  pipeline per Redis connection.
 - Redis down: the reader retries with backoff and logs once per outage, so consumers stay
   alive waiting on their mailboxes; a send raises, and `chat.notify` sends it again later.
   Nothing needs rebuilding afterwards, even if Redis restarted empty: events go to
@@ -108,6 +110,8 @@ class RedisChannelLayer(BaseRedisChannelLayer):
         # come, as in tests; or any more): (deadline, message), kept `expiry` s as in Redis.
         self.unclaimed: dict[str, collections.deque[tuple[float, dict]]] = {}
         self.last_score = 0.0
+        # Sends to Redis waiting for the next pipeline, per event loop and connection index.
+        self.sends: dict[tuple[asyncio.AbstractEventLoop, int], list] = {}
         # False from a failed Redis call until one succeeds: the chat then refuses its
         # actions with `unavailable` at once instead of waiting out a send's retries.
         self.available = True
@@ -134,14 +138,42 @@ class RedisChannelLayer(BaseRedisChannelLayer):
         # messages keep their order even within the clock's resolution.
         self.last_score = score = max(time.time(), self.last_score + 1e-6)
         args = [score, int(self.expiry), self.get_capacity(channel), self.serialize(message)]
+        loop = asyncio.get_running_loop()
+        waiting = self.sends.setdefault((loop, index), [])
+        if not waiting:
+            loop.create_task(self.send_waiting(loop, index))
+        sent = loop.create_future()
+        waiting.append((self.prefix + key, args, sent))
         try:
-            sent = await SEND_SCRIPT(keys=[self.prefix + key], args=args, client=self.connection(index))
+            if not await sent:
+                raise ChannelFull()
         except LAYER_UNAVAILABLE:
             self.available = False
             raise
         self.available = True
-        if not sent:
-            raise ChannelFull()
+
+    async def send_waiting(self, loop, index) -> None:
+        """Send what every sender of this moment gave for one Redis connection: a batch of
+        pairs' 10s (each its connection's own send) costs two round trips instead of one each."""
+        sends = self.sends.pop((loop, index))
+        try:
+            if len(sends) == 1:
+                [(key, args, _)] = sends
+                results = [await SEND_SCRIPT(keys=[key], args=args, client=self.connection(index))]
+            else:
+                pipe = self.connection(index).pipeline(transaction=False)
+                for key, args, _ in sends:
+                    await SEND_SCRIPT(keys=[key], args=args, client=pipe)  # queued
+                results = await pipe.execute(raise_on_error=False)  # after SCRIPT EXISTS
+        except Exception as exc:  # noqa: BLE001 - each sender raises it
+            results = [exc] * len(sends)
+        for (_, _, sent), result in zip(sends, results):
+            if sent.done():  # its sender was cancelled
+                continue
+            if isinstance(result, BaseException):
+                sent.set_exception(result)
+            else:
+                sent.set_result(result)
 
     async def receive(self, channel):
         if not (channel.startswith(CONSUMER_PREFIX) and "!" in channel):

@@ -94,6 +94,25 @@ async def test_send_from_another_process__reaches_the_consumer_through_redis_in_
     await stop(asyncio.ensure_future(local.receive(channel)))
 
 
+async def test_sends_of_one_moment__share_one_pipeline_and_each_reaches_its_consumer(layers, monkeypatch):
+    local, remote = layers
+    channels = [await local.new_channel() for _ in range(50)]
+    receiving = [await consumer(local, channel) for channel in channels]
+    pipelines = []
+    client = remote.connection(0)  # one Redis: every channel's
+    pipeline = client.pipeline
+    monkeypatch.setattr(client, "pipeline", lambda *a, **k: pipelines.append(1) or pipeline(*a, **k))
+    # As a pairing batch's connections do: each sends its partner's 10, all at once.
+    await asyncio.gather(*(remote.send(channel, {"type": "chat.event", "n": n}) for n, channel in enumerate(channels)))
+    assert len(pipelines) == 1
+    assert [(await asyncio.wait_for(r, 5))["n"] for r in receiving] == list(range(50))
+    # Over capacity: only that sender hears of it.
+    full = await remote.new_channel()
+    sends = [remote.send(full, {"type": "chat.event", "n": n}) for n in range(settings.CHANNEL_LAYERS["default"]["CONFIG"]["capacity"] + 1)]
+    results = await asyncio.gather(*sends, return_exceptions=True)
+    assert [type(r) for r in results if r is not None] == [ChannelFull]
+
+
 async def test_stopped_consumer__is_not_local_any_more(layers):
     # Its messages then expire in Redis instead of waiting in this process forever.
     local, _ = layers
