@@ -50,7 +50,7 @@ def dialogs_start(
     with transaction.atomic():
         entered = pool_enter_many(
             entries, process_id=process_id, live_channels=live_channels,
-            recent_partners=recent_partners([entry.channel_name for entry in entries]),
+            recent_partners=recent_partners([entry.channel_name for entry in entries if not entry.first]),
         )
         pairs = [e for e in entered if isinstance(e, Entered) and e.partner is not None]
         dialogs = {}
@@ -67,7 +67,7 @@ def recent_partners(channels: list[str]) -> dict[str, set[str]]:
     """PROTOCOL.md §7.2: for each of these connections, the connections it had a dialog with
     that ended within RANDOMCHAT_REMATCH_WINDOW seconds; they are not paired again."""
     window = settings.RANDOMCHAT_REMATCH_WINDOW
-    if not window:
+    if not window or not channels:
         return {}
     ended = Dialog.objects.filter(
         Q(first__channel_name__in=channels) | Q(second__channel_name__in=channels),

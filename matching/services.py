@@ -33,11 +33,13 @@ CANDIDATE_PAGE = 8
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """A validated /start of one connection, held by the process `process_id`."""
+    """A validated /start of one connection, held by the process `process_id`; `first` when
+    the connection never started before, so it has had no dialog (and no partner to avoid)."""
 
     channel_name: str
     request: StartRequest
     process_id: uuid.UUID | None = None
+    first: bool = False
 
 
 @dataclass(frozen=True, slots=True)

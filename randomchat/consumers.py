@@ -118,7 +118,7 @@ class ChatConsumer(StompConsumer):
             request = parse_start(frame.body)
             process = await self.ensure_process()
             with database_refusal("dialogs_start"):
-                started = await STARTS.submit(Entry(self.channel_name, request, process.pk))
+                started = await STARTS.submit(Entry(self.channel_name, request, process.pk, first=self.user_id is None))
         except Refusal as refusal:
             await self.refuse(events.START_REFUSED, refusal)
             return

@@ -3,11 +3,13 @@ on the real database."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.db.models import F, Q
 
 from dialogs.models import Dialog
@@ -166,6 +168,16 @@ def test_batch__only_compatible_pairs_in_one_batch():
     results = start_many([entry(f"chan.{i}", shape) for i, shape in enumerate(shapes)])
     dialog = Dialog.objects.get()
     assert (dialog.first_id, dialog.second_id) == (results[1].user_id, results[3].user_id)
+
+
+def test_batch__first_starts_look_up_no_former_partners():
+    # A connection's first /start has had no dialog: the batch skips the rematch query.
+    with CaptureQueriesContext(connection) as first:
+        start_many([dataclasses.replace(entry("chan.a"), first=True)])
+    with CaptureQueriesContext(connection) as again:
+        start_many([entry("chan.b", languageCode="de")])
+    assert not any("dialogs_dialog" in query["sql"] for query in first.captured_queries)
+    assert any("dialogs_dialog" in query["sql"] for query in again.captured_queries)
 
 
 # Reachability: nobody is paired with a connection that is gone
