@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections
-from django.db.models import Field
+from django.db.models import BooleanField
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -139,26 +139,27 @@ def process_presence_release() -> None:
 
 
 # The presence keys held now, as an array: one value for the whole statement that reads it.
-_PRESENCE_HELD = RawSQL(
+PRESENCE_HELD = (
     "ARRAY(SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks"
-    " WHERE locktype = 'advisory' AND granted AND objsubid = 1)",
-    [],
-    output_field=Field(),
+    " WHERE locktype = 'advisory' AND granted AND objsubid = 1)"
 )
+# presence_key of the process id column `{}`, in SQL.
+PRESENCE_KEY = "(('x' || left(replace({}::text, '-', ''), 16))::bit(64) >> 1)::bigint"
+
+
+def process_alive(process: ServerProcess, *, present: bool) -> bool:
+    """Whether pairing may count on `process`'s connections: its heartbeat is fresh, on this
+    host its pid runs, and it holds its presence lock (`present`; always, on SQLite)."""
+    stale = timezone.now() - timedelta(seconds=settings.RANDOMCHAT_PROCESS_TIMEOUT)
+    return present and process.last_seen >= stale and not _gone_here(process)
 
 
 def processes_alive() -> set:
-    """Ids of the processes whose connections can be paired now: not dead by their rows,
-    and on PostgreSQL holding their presence lock; one statement, read once per pairing
-    batch. Pairing errs towards "dead": it only waits longer."""
-    stale = timezone.now() - timedelta(seconds=settings.RANDOMCHAT_PROCESS_TIMEOUT)
+    """Ids of the processes whose connections can be paired now (process_alive), in one
+    statement. Pairing errs towards "dead": it only waits longer."""
     rows = ServerProcess.objects.only("hostname", "pid", "last_seen")
-    presence = connection.vendor == "postgresql"
-    if presence:
-        rows = rows.annotate(held=_PRESENCE_HELD)
-    return {
-        process.pk
-        for process in rows
-        if process.last_seen >= stale and not _gone_here(process)
-        and (not presence or presence_key(process.pk) in process.held)
-    }
+    if connection.vendor != "postgresql":
+        return {process.pk for process in rows if process_alive(process, present=True)}
+    rows = rows.annotate(present=RawSQL(f"{PRESENCE_KEY.format('id')} = ANY({PRESENCE_HELD})", [],
+                                        output_field=BooleanField()))
+    return {process.pk for process in rows if process_alive(process, present=process.present)}

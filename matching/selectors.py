@@ -9,7 +9,8 @@ from django.db import connection
 from django.db.models import BooleanField, QuerySet
 from django.db.models.expressions import RawSQL
 
-from .models import PoolUser
+from .models import PoolUser, ServerProcess
+from .processes import PRESENCE_HELD, PRESENCE_KEY
 
 # The pairing rule (matching.rules.compatible) as SQL over the pool's columns, the newcomer's
 # values in braces: SQL's NULL does the rest, since a comparison with a null attribute is
@@ -47,8 +48,10 @@ def pool_candidates_for(user: PoolUser) -> QuerySet[PoolUser]:
 def pool_candidates_many(wanted: Sequence[tuple[PoolUser, int]]) -> list[list[PoolUser]]:
     """For each (user, n): the first n of pool_candidates_for(user), with the user itself in
     its place if it is compatible with itself; locked, skipping rows another transaction
-    holds. On PostgreSQL one statement for all (a LATERAL join over the users' values), on
-    SQLite, where a statement costs no round trip, one each."""
+    holds. On PostgreSQL one statement for all (a LATERAL join over the users' values), and
+    each row also carries its process (`process_hostname`, `process_pid`,
+    `process_last_seen`, `process_present`: whether it holds its presence lock); on SQLite,
+    where a statement costs no round trip, one each."""
     table = PoolUser._meta.db_table
     if connection.vendor != "postgresql":
         return [
@@ -60,9 +63,13 @@ def pool_candidates_many(wanted: Sequence[tuple[PoolUser, int]]) -> list[list[Po
     types = {"wanted_by": "int", "age": "int", "target_age_min": "int", "target_age_max": "int", "wanted": "int"}
     arrays = ", ".join(f"%s::{types.get(name, 'text')}[]" for name in columns)
     rule = RULE.format(**{name: f"w.{name}" for name in _RULE_VALUES})
-    sql = (f"SELECT c.*, w.wanted_by FROM unnest({arrays}) AS w({', '.join(columns)})"
+    # Each candidate's process comes along (pairing asks whether it is alive): no second read.
+    process = ServerProcess._meta.db_table
+    sql = (f"SELECT c.*, w.wanted_by, p.hostname AS process_hostname, p.pid AS process_pid,"
+           f" p.last_seen AS process_last_seen, {PRESENCE_KEY.format('p.id')} = ANY({PRESENCE_HELD}) AS process_present"
+           f" FROM unnest({arrays}) AS w({', '.join(columns)})"
            f" CROSS JOIN LATERAL (SELECT * FROM {table} WHERE {rule} {_ORDER} LIMIT w.wanted"
-           f" FOR UPDATE SKIP LOCKED) AS c")
+           f" FOR UPDATE SKIP LOCKED) AS c LEFT JOIN {process} AS p ON p.id = c.process_id")
     params = [
         [index if name == "wanted_by" else limit if name == "wanted" else getattr(user, name)
          for index, (user, limit) in enumerate(wanted)]

@@ -20,8 +20,8 @@ from django.utils import timezone
 
 from chat.refusals import Refusal
 
-from .models import PoolUser
-from .processes import processes_alive
+from .models import PoolUser, ServerProcess
+from .processes import process_alive, processes_alive
 from chat.requests import StartRequest
 from .selectors import pool_candidates_for, pool_candidates_many
 
@@ -68,8 +68,9 @@ class Reachable:
 
     A connection of this process: it is open (`live_channels`; None when the caller holds
     no connections to check, as in tools and service tests). A connection of another
-    process: that process is alive (matching.processes.processes_alive, read once per
-    batch). A user whose process was forgotten (released as dead) is never reachable.
+    process: that process is alive (matching.processes.process_alive), as the candidate
+    read brought it along, else as processes_alive reads it once per batch. A user whose
+    process was forgotten (released as dead) is never reachable.
     """
 
     def __init__(self, process_id: uuid.UUID | None, live_channels: Collection[str] | None):
@@ -82,6 +83,11 @@ class Reachable:
             return False
         if user.process_id == self.process_id:
             return self.live_channels is None or user.channel_name in self.live_channels
+        present = getattr(user, "process_present", None)
+        if present is not None:
+            process = ServerProcess(pk=user.process_id, hostname=user.process_hostname, pid=user.process_pid,
+                                    last_seen=user.process_last_seen)
+            return process_alive(process, present=present)
         if self._alive is None:
             self._alive = processes_alive()
         return user.process_id in self._alive

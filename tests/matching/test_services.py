@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django.db.models import F, Q
 
 from dialogs.models import Dialog
-from dialogs.pairing import Started, user_leave, users_release
+from dialogs.pairing import Started, dialogs_start, user_leave, users_release
 from matching import processes
 from matching import services as pool
 from matching.models import PoolUser, ServerProcess
@@ -209,6 +209,25 @@ def test_reach__a_user_of_another_live_process_is_paired():
         remote = pool_user({}, channel_name="chan.remote", process=other)
         result = start("chan.new")
         assert Dialog.objects.get(pk=result.dialog_id).first_id == remote.pk
+    finally:
+        processes.process_presence_release()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="presence locks are PostgreSQL's")
+def test_reach__the_candidate_read_brings_its_process_along():
+    # No second read of the processes: each candidate comes with its process's liveness.
+    other = ServerProcess.objects.create(hostname="elsewhere.invalid", pid=1)
+    dead = ServerProcess.objects.create(hostname="elsewhere.invalid", pid=2)  # no presence lock
+    processes.process_presence_hold(other)
+    try:
+        pool_user({}, channel_name="chan.dead", process=dead)
+        remote = pool_user({}, channel_name="chan.remote", process=other)
+        newcomer, me = entry("chan.new"), this_process()
+        with CaptureQueriesContext(connection) as queries:
+            [result] = dialogs_start([newcomer], process_id=me.pk)
+        assert Dialog.objects.get(pk=result.dialog_id).first_id == remote.pk
+        reads = [q["sql"] for q in queries.captured_queries if "matching_serverprocess" in q["sql"]]
+        assert len(reads) == 1 and "wanted_by" in reads[0]
     finally:
         processes.process_presence_release()
 
