@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import urllib.request
 
 import pytest
 from channels.db import database_sync_to_async
+from prometheus_client.parser import text_string_to_metric_families
 
 from matching.models import PoolUser
 from tests.support.events import LEFT, MESSAGE, PAIRED, START_REFUSED, start_body
@@ -20,6 +22,13 @@ SERVER_ENV = {
     "RANDOMCHAT_REMATCH_WINDOW": "0",
     "RANDOMCHAT_PROCESS_HEARTBEAT": "0.5",
 }
+
+
+def metric(server, name: str) -> float:
+    """A counter of the live server's /metrics (open to loopback callers)."""
+    with urllib.request.urlopen(server.http_url + "/metrics", timeout=10) as response:
+        families = text_string_to_metric_families(response.read().decode())
+    return sum(s.value for family in families for s in family.samples if s.name == name)
 
 
 async def open_graced(client: WireClient, grace: int = 20) -> WireClient:
@@ -127,6 +136,7 @@ async def test_a_dropped_participant_resumes_and_gets_what_it_missed_in_order(st
         await b.message("welcome back")
         await again.wait_code(MESSAGE, timeout=10, content="welcome back")
         assert not a.problems + b.problems + again.problems
+        assert metric(server, "randomchat_resumes_total") == 1
     finally:
         await close_all([a, b] + ([again] if again else []))
 
@@ -176,6 +186,8 @@ async def test_when_the_grace_runs_out_the_partner_gets_30_disconnect(start_daph
         await late.resume(ten_a.service["resumeToken"])
         await late.event(START_REFUSED, error="resume_failed")
         assert late.codes() == [START_REFUSED]  # the ended dialog's 30 is not replayed
+        assert metric(server, "randomchat_resume_graces_expired_total") == 1
+        assert metric(server, "randomchat_resumes_total") == 0
     finally:
         await close_all([a, b] + ([late] if late else []))
 
@@ -256,3 +268,22 @@ async def test_a_resumed_connection_may_resume_again(start_daphne):
         await third.wait_code(MESSAGE, timeout=10, content="twice away")
     finally:
         await close_all(clients)
+
+
+@pytest.mark.timeout(60)
+async def test_a_resumed_connection_counts_as_the_one_it_continues_for_no_rematch(start_daphne):
+    server = start_daphne(env={**SERVER_ENV, "RANDOMCHAT_REMATCH_WINDOW": "300"})
+    a, b, ten_a, _ = await paired_with_grace(server)
+    again = None
+    try:
+        a.abort()
+        again, _ = await resumed_on(server.ws_url, ten_a.service["resumeToken"])
+        await again.stop(chat=ten_a.chat, sender=ten_a.sender)
+        await b.wait_code(LEFT, timeout=10)
+        mark_again, mark_b = len(again.events), len(b.events)
+        await again.start(start_body("Ann", "fi"), receipt=True)
+        await b.start(start_body("Bob", "fi"), receipt=True)
+        await asyncio.sleep(1)
+        assert PAIRED not in again.codes(mark_again) + b.codes(mark_b)  # both wait
+    finally:
+        await close_all([a, b] + ([again] if again else []))
