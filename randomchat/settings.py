@@ -133,6 +133,8 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL", "")
+# Messages a channel holds for its consumer, in Redis or in memory.
+LAYER_CAPACITY = 1000
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -141,13 +143,13 @@ if REDIS_URL:
                 # redis-py's default socket timeout (5 s) equals channels-redis's blocking read
                 # (5 s): an idle connection's receive would then fail with TimeoutError.
                 "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
-                "capacity": 1000,
+                "capacity": LAYER_CAPACITY,
                 "expiry": 30,
             },
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": LAYER_CAPACITY}}}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
