@@ -193,8 +193,6 @@ RANDOMCHAT_MAX_TRANSACTION_FRAMES = env_int("RANDOMCHAT_MAX_TRANSACTION_FRAMES",
 
 # The chat.
 RANDOMCHAT_MAX_CONTENT_LENGTH = env_int("RANDOMCHAT_MAX_CONTENT_LENGTH", 4096)
-# PROTOCOL.md §7.1: the longest resume grace (s) a CONNECT's `resume-grace` may ask for; 0 = no resume.
-RANDOMCHAT_RESUME_GRACE_MAX = env_int("RANDOMCHAT_RESUME_GRACE_MAX", 120)
 
 RANDOMCHAT_LOG_LEVEL = env_str("RANDOMCHAT_LOG_LEVEL", "INFO")
 LOGGING = {
@@ -218,6 +216,8 @@ RANDOMCHAT_MAX_WAIT = env_float("RANDOMCHAT_MAX_WAIT", 600)
 # PROTOCOL.md §7.2: two connections whose dialog ended within this many seconds are not
 # paired with each other again (they keep waiting); 0 = no such rule.
 RANDOMCHAT_REMATCH_WINDOW = env_float("RANDOMCHAT_REMATCH_WINDOW", 300)
+# The longest grace a connection may ask for with CONNECT's resume-grace (PROTOCOL.md §7.1); 0 = no resume.
+RANDOMCHAT_RESUME_GRACE_MAX = env_int("RANDOMCHAT_RESUME_GRACE_MAX", 120)
 
 # Per-connection rate limits (token buckets keyed on the connection, never on a client field):
 # (tokens per second, burst). Past the limit an action gets its x1 event `rate_limited`;
