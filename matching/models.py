@@ -44,6 +44,10 @@ class PoolStatus(models.TextChoices):
 IN_POOL = (PoolStatus.WAITING, PoolStatus.CLAIMED, PoolStatus.PAIRING)
 # Statuses in which the connection holds the user (at most one per connection).
 HELD = [*IN_POOL, PoolStatus.PAIRED]
+# Statuses of earlier versions' two-phase pairing, in the middle of a claim.
+CLAIMING = (PoolStatus.CLAIMED, PoolStatus.PAIRING)
+# Statuses of a user who left the pool without a dialog.
+LEFT_POOL = (PoolStatus.CANCELLED, PoolStatus.GONE)
 
 
 class PoolUser(models.Model):
@@ -52,6 +56,8 @@ class PoolUser(models.Model):
     Status = PoolStatus
     HELD = HELD
     IN_POOL = IN_POOL
+    CLAIMING = CLAIMING
+    LEFT_POOL = LEFT_POOL
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=MAX_NAME_LENGTH, default=DEFAULT_NAME)
