@@ -1,4 +1,4 @@
-"""Client requests, validated: the /start, /message and /stop bodies. Every problem is a
+"""Client requests, validated: the /start, /message, /stop and /resume bodies. Every problem is a
 Refusal that names its field."""
 
 from __future__ import annotations
@@ -11,14 +11,16 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from .refusals import Refusal
+from .refusals import Refusal, resume_failed
+from .tokens import ResumeToken
 
 GENDERS = ("male", "female", "other")
 MAX_AGE = 150
 MAX_NAME_LENGTH = 64
 MAX_CLIENT_MESSAGE_ID = 64
+MAX_LANGUAGE_LENGTH = 3  # ISO 639 codes: 2 letters (639-1) or 3 (639-2, 639-3)
 DEFAULT_NAME = "Anonymous"
-_LANGUAGE = re.compile(r"[A-Za-z]{2,3}")
+_LANGUAGE = re.compile(rf"[A-Za-z]{{2,{MAX_LANGUAGE_LENGTH}}}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,17 @@ def parse_start(body: bytes) -> StartRequest:
     )
 
 
+def parse_resume(body: bytes) -> ResumeToken:
+    """A /resume body: {"resumeToken": "<the token of a 10>"}."""
+    value = parse_json_object(body).get("resumeToken")
+    if not isinstance(value, str):
+        raise Refusal("invalid_field", "resumeToken must be a string", "resumeToken")
+    token = ResumeToken.parse(value)
+    if token is None:
+        raise resume_failed()
+    return token
+
+
 def _section(data: dict, key: str) -> dict:
     value = data.get(key)
     if value is None:
@@ -106,7 +119,7 @@ def _name(value) -> str:
 
 def _language(value) -> str:
     if not isinstance(value, str) or not _LANGUAGE.fullmatch(value):
-        raise Refusal("invalid_field", "languageCode must be a 2-3 letter language code", "languageCode")
+        raise Refusal("invalid_field", f"languageCode must be a 2-{MAX_LANGUAGE_LENGTH} letter language code", "languageCode")
     return value.lower()
 
 

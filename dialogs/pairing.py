@@ -90,10 +90,13 @@ def _started(entered: Entered, dialogs: dict) -> Started:
     return Started(user.pk, dialog.pk, [_paired(dialog, user, partner), _paired(dialog, partner, user)])
 
 
+def partner_card(partner: PoolUser) -> dict:
+    """What a 10 tells of the partner."""
+    return {"name": partner.name, "languageCode": partner.language, "userAttributes": partner.attributes}
+
+
 def _paired(dialog: Dialog, recipient: PoolUser, partner: PoolUser) -> Notice:
-    service = {
-        "partner": {"name": partner.name, "languageCode": partner.language, "userAttributes": partner.attributes}
-    }
+    service = {"partner": partner_card(partner)}
     return Notice(
         channel=recipient.channel_name,
         message=events.chat_event(events.PAIRED, dialog.pk, sender=recipient.pk, service=service),
@@ -112,9 +115,8 @@ class Left:
 def _leave(user_filter: dict, reason: str) -> Left:
     """The held user leaves: it waits no more, or its dialog ends with `reason`.
 
-    Each step locks what it changes in the one lock order of the chat (the dialog, then its
-    users by primary key, as dialog_end does); a user paired between the look-up and the
-    lock is looked up again, now with its dialog.
+    Each step locks what it changes in the chat's lock order (dialogs.services); a user
+    paired between the look-up and the lock is looked up again, now with its dialog.
     """
     for _ in range(3):
         held = PoolUser.objects.filter(**user_filter, status__in=PoolUser.HELD).values_list("pk", "status").first()

@@ -12,9 +12,9 @@ from django.db.models.expressions import RawSQL
 from .models import PoolUser, ServerProcess
 from .processes import PRESENCE_HELD, PRESENCE_KEY
 
-# The pairing rule (matching.rules.compatible) as SQL over the pool's columns, the newcomer's
-# values in braces: SQL's NULL does the rest, since a comparison with a null attribute is
-# never true (a null attribute meets no non-null target field).
+# The pairing rule (PROTOCOL.md §5; its oracle is tests/matching/oracle.py) as SQL over the
+# pool's columns, the newcomer's values in braces: SQL's NULL does the rest, since a
+# comparison with a null attribute is never true (a null attribute meets no non-null target).
 RULE = (
     "status = 'waiting' AND language = {language}"
     # Their target accepts this user.

@@ -115,9 +115,9 @@ class StompConsumer(AsyncWebsocketConsumer):
         # Until CONNECT nothing is escaped (CONNECT itself never is); then the negotiated version.
         self.parser = FrameParser(
             version="1.0",
-            max_frame_size=settings.STOMP_MAX_FRAME_SIZE,
-            max_headers=settings.STOMP_MAX_HEADERS,
-            max_header_line=settings.STOMP_MAX_HEADER_LINE,
+            max_frame_size=settings.RANDOMCHAT_MAX_FRAME_SIZE,
+            max_headers=settings.RANDOMCHAT_MAX_HEADERS,
+            max_header_line=settings.RANDOMCHAT_MAX_HEADER_LINE,
         )
         self.subscriptions: dict[str, str] = {}
         self.frame_bucket = TokenBucket(*settings.RANDOMCHAT_RATE_FRAME)  # every frame, heart-beats too
@@ -182,7 +182,7 @@ class StompConsumer(AsyncWebsocketConsumer):
                 kind = "frame_too_large" if isinstance(exc, FrameTooLarge) else "malformed_frame"
                 await self.reject(exc.reason, detail=exc.detail, kind=kind)
                 return
-            if self.held_bytes() > settings.STOMP_MAX_CONNECTION_BYTES:
+            if self.held_bytes() > settings.RANDOMCHAT_MAX_CONNECTION_BYTES:
                 await self.reject(self._memory_limit_reason(), kind="limit_exceeded")
                 return
             if items:  # the frame that was being received is complete
@@ -209,7 +209,7 @@ class StompConsumer(AsyncWebsocketConsumer):
 
     @staticmethod
     def _memory_limit_reason() -> str:
-        return f"More than {settings.STOMP_MAX_CONNECTION_BYTES} bytes buffered for this connection"
+        return f"More than {settings.RANDOMCHAT_MAX_CONNECTION_BYTES} bytes buffered for this connection"
 
     async def reject_frame_rate(self) -> None:
         rate, burst = settings.RANDOMCHAT_RATE_FRAME
@@ -257,7 +257,7 @@ class StompConsumer(AsyncWebsocketConsumer):
                 kind="version_mismatch",
             )
         client_heartbeat = parse_heartbeat(frame.get(f.HDR_HEART_BEAT)) if version != "1.0" else (0, 0)
-        server_heartbeat = tuple(settings.STOMP_HEARTBEAT) if version != "1.0" else (0, 0)
+        server_heartbeat = tuple(settings.RANDOMCHAT_HEARTBEAT) if version != "1.0" else (0, 0)
         self.outgoing_interval, self.incoming_interval = negotiate_heartbeat(
             client_heartbeat, server_heartbeat
         )
@@ -292,8 +292,9 @@ class StompConsumer(AsyncWebsocketConsumer):
             raise ProtocolError("Subscription id already in use", sub_id)
         if destination != self.event_destination:
             raise ProtocolError("Unknown destination", destination, kind="unknown_destination")
-        if len(self.subscriptions) >= settings.STOMP_MAX_SUBSCRIPTIONS:
-            raise ProtocolError(f"More than {settings.STOMP_MAX_SUBSCRIPTIONS} subscriptions", kind="limit_exceeded")
+        limit = settings.RANDOMCHAT_MAX_SUBSCRIPTIONS
+        if len(self.subscriptions) >= limit:
+            raise ProtocolError(f"More than {limit} subscriptions", kind="limit_exceeded")
         self.subscriptions[sub_id] = destination
         pending, self.pending_events, self.pending_bytes = self.pending_events, [], 0
         for event in pending:
@@ -317,8 +318,9 @@ class StompConsumer(AsyncWebsocketConsumer):
         name = self._required(frame, f.HDR_TRANSACTION)
         if name in self.transactions:
             raise ProtocolError("Transaction already open", name)
-        if len(self.transactions) >= settings.STOMP_MAX_TRANSACTIONS:
-            raise ProtocolError(f"More than {settings.STOMP_MAX_TRANSACTIONS} open transactions", kind="limit_exceeded")
+        limit = settings.RANDOMCHAT_MAX_TRANSACTIONS
+        if len(self.transactions) >= limit:
+            raise ProtocolError(f"More than {limit} open transactions", kind="limit_exceeded")
         self.transactions[name] = []
 
     async def frame_commit(self, frame: Frame) -> None:
@@ -338,10 +340,10 @@ class StompConsumer(AsyncWebsocketConsumer):
         frames = self.transactions.get(name)
         if frames is None:
             raise ProtocolError("No open transaction", name)
-        if len(frames) >= settings.STOMP_MAX_TRANSACTION_FRAMES:
-            raise ProtocolError(f"More than {settings.STOMP_MAX_TRANSACTION_FRAMES} frames in transaction", name)
+        if len(frames) >= settings.RANDOMCHAT_MAX_TRANSACTION_FRAMES:
+            raise ProtocolError(f"More than {settings.RANDOMCHAT_MAX_TRANSACTION_FRAMES} frames in transaction", name)
         size = held_size(frame)
-        if self.held_bytes() + size > settings.STOMP_MAX_CONNECTION_BYTES:
+        if self.held_bytes() + size > settings.RANDOMCHAT_MAX_CONNECTION_BYTES:
             raise ProtocolError(self._memory_limit_reason(), kind="limit_exceeded")
         frames.append(frame)
         self.transaction_bytes += size
@@ -399,7 +401,7 @@ class StompConsumer(AsyncWebsocketConsumer):
         await self.send_frame(frame)
 
     async def session_active(self) -> bool:
-        """Whether a client with heart-beats off may stay silent past STOMP_IDLE_TIMEOUT."""
+        """Whether a client with heart-beats off may stay silent past RANDOMCHAT_IDLE_TIMEOUT."""
         return False
 
     # Outbound
@@ -418,15 +420,15 @@ class StompConsumer(AsyncWebsocketConsumer):
             return
         targets = [sub_id for sub_id, dest in self.subscriptions.items() if dest == self.event_destination]
         if not targets:
-            if len(self.pending_events) >= settings.STOMP_MAX_PENDING_EVENTS:
+            if len(self.pending_events) >= settings.RANDOMCHAT_MAX_PENDING_EVENTS:
                 await self.reject(
-                    f"More than {settings.STOMP_MAX_PENDING_EVENTS} events wait for a SUBSCRIBE "
+                    f"More than {settings.RANDOMCHAT_MAX_PENDING_EVENTS} events wait for a SUBSCRIBE "
                     f"to {self.event_destination}",
                     kind="limit_exceeded",
                 )
                 return
             size = len(event["body"])
-            if self.held_bytes() + size > settings.STOMP_MAX_CONNECTION_BYTES:
+            if self.held_bytes() + size > settings.RANDOMCHAT_MAX_CONNECTION_BYTES:
                 await self.reject(self._memory_limit_reason(), kind="limit_exceeded")
                 return
             self.pending_events.append(event)
@@ -477,18 +479,18 @@ class StompConsumer(AsyncWebsocketConsumer):
     # Timers
 
     async def _watch_connect_timeout(self) -> None:
-        await asyncio.sleep(settings.STOMP_CONNECT_TIMEOUT)
+        await asyncio.sleep(settings.RANDOMCHAT_CONNECT_TIMEOUT)
         if self.version is None and not self.closing:
-            await self._drop("connect_timeout", f"no CONNECT within {settings.STOMP_CONNECT_TIMEOUT:g}s")
+            await self._drop("connect_timeout", f"no CONNECT within {settings.RANDOMCHAT_CONNECT_TIMEOUT:g}s")
 
     async def _watch(self) -> None:
         """Send EOLs on time; drop a client whose heart-beats stop, whose frame takes too
         long to complete, or that idles with heart-beats off and no session in progress."""
         out_s = self.outgoing_interval / 1000
         in_s = self.incoming_interval / 1000
-        grace = in_s * settings.STOMP_HEARTBEAT_GRACE
-        frame_limit = settings.STOMP_FRAME_TIMEOUT
-        idle_limit = 0 if in_s else settings.STOMP_IDLE_TIMEOUT
+        grace = in_s * settings.RANDOMCHAT_HEARTBEAT_GRACE
+        frame_limit = settings.RANDOMCHAT_FRAME_TIMEOUT
+        idle_limit = 0 if in_s else settings.RANDOMCHAT_IDLE_TIMEOUT
         ticks = [x / 2 for x in (out_s, in_s, frame_limit, idle_limit) if x]
         if not ticks:
             return
