@@ -1,10 +1,11 @@
-"""State kept per event loop: a server runs one loop, the tests run many in turn."""
+"""State kept per event loop (a server runs one loop, the tests run many in turn), and
+futures settled for many waiters at once."""
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -24,3 +25,15 @@ class PerLoop(Generic[T]):
         if state is None:
             state = self._states[loop] = self.factory()
         return state
+
+
+def settle(futures: Iterable[asyncio.Future], results: Iterable) -> None:
+    """Each future gets its result, or raises it where it is awaited if it is an exception;
+    one whose waiter was cancelled is left alone."""
+    for future, result in zip(futures, results):
+        if future.done():
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)

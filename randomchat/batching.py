@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
 
+from chat.loops import settle
 from chat.refusals import DATABASE_UNAVAILABLE
 
 
@@ -57,13 +58,7 @@ class Batch:
                     results = await database_sync_to_async(self._write_isolated)(items)
                 except Exception as exc:  # the database is down: every item of the batch fails
                     results = [exc] * len(items)
-                for future, result in zip(futures, results):
-                    if future.done():  # its submitter was cancelled
-                        continue
-                    if isinstance(result, BaseException):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
+                settle(futures, results)
         finally:
             queue.writing = False
 

@@ -50,6 +50,7 @@ from channels.exceptions import ChannelFull
 from channels_redis.core import RedisChannelLayer as BaseRedisChannelLayer
 from redis.commands.core import AsyncScript
 
+from chat.loops import settle
 from chat.notify import LAYER_UNAVAILABLE, Backoff
 
 logger = logging.getLogger(__name__)
@@ -168,13 +169,7 @@ class RedisChannelLayer(BaseRedisChannelLayer):
                 results = await pipe.execute(raise_on_error=False)  # after SCRIPT EXISTS
         except Exception as exc:  # noqa: BLE001 - each sender raises it
             results = [exc] * len(sends)
-        for (_, _, sent), result in zip(sends, results):
-            if sent.done():  # its sender was cancelled
-                continue
-            if isinstance(result, BaseException):
-                sent.set_exception(result)
-            else:
-                sent.set_result(result)
+        settle([sent for _, _, sent in sends], results)
 
     async def receive(self, channel):
         if not (channel.startswith(CONSUMER_PREFIX) and "!" in channel):
