@@ -35,10 +35,9 @@ Status = PoolUser.Status
 
 @dataclass
 class Started:
-    """What a /start did: the user it created, and its dialog with the notices of the pair."""
+    """What a /start did: the user it created, and the notices of its pair if it made one."""
 
     user_id: uuid.UUID
-    dialog_id: uuid.UUID | None = None
     notices: list[Notice] = field(default_factory=list)
 
 
@@ -81,13 +80,11 @@ def recent_partners(channels: list[str]) -> dict[str, set[str]]:
 
 
 def _started(entered: Entered, dialogs: dict) -> Started:
-    if entered.partner is None:
-        return Started(entered.user.pk)
     dialog = dialogs.get(entered.user.pk)
-    if dialog is None:  # the partner, later in the batch, made the dialog and sends the 10s
-        return Started(entered.user.pk, dialogs[entered.partner.pk].pk)
+    if dialog is None:  # it waits, or its partner made the dialog and sends the 10s
+        return Started(entered.user.pk)
     user, partner = entered.user, entered.partner
-    return Started(user.pk, dialog.pk, [_paired(dialog, user, partner), _paired(dialog, partner, user)])
+    return Started(user.pk, [_paired(dialog, user, partner), _paired(dialog, partner, user)])
 
 
 def _paired(dialog: Dialog, recipient: PoolUser, partner: PoolUser) -> Notice:
@@ -100,17 +97,8 @@ def _paired(dialog: Dialog, recipient: PoolUser, partner: PoolUser) -> Notice:
     )
 
 
-@dataclass
-class Left:
-    """What a leave did: the user that left, the dialog it ended, and the notices to send."""
-
-    user_id: uuid.UUID | None = None
-    dialog_id: uuid.UUID | None = None
-    notices: list[Notice] = field(default_factory=list)
-
-
-def _leave(user_filter: dict, reason: str) -> Left:
-    """The held user leaves: it waits no more, or its dialog ends with `reason`.
+def _leave(user_filter: dict, reason: str) -> list[Notice]:
+    """The held user leaves: it waits no more, or its dialog ends with `reason`; the notices to send.
 
     Each step locks what it changes in the one lock order of the chat (the dialog, then its
     users by primary key, as dialog_end does); a user paired between the look-up and the
@@ -119,20 +107,20 @@ def _leave(user_filter: dict, reason: str) -> Left:
     for _ in range(3):
         held = PoolUser.objects.filter(**user_filter, status__in=PoolUser.HELD).values_list("pk", "status").first()
         if held is None:
-            return Left()
+            return []
         user_id, status = held
         if status != Status.PAIRED:
             gone = Status.CANCELLED if reason == "cancelled" else Status.GONE
             if pool_leave_waiting(user_id=user_id, status=gone) is not None:
-                return Left(user_id)
+                return []
             continue
         dialog_id = Dialog.objects.active_of([user_id]).values_list("pk", flat=True).first()
         if dialog_id is not None:
-            return Left(user_id, dialog_id, dialog_end(dialog_id=dialog_id, ended_by=user_id, reason=reason))
-    return Left()
+            return dialog_end(dialog_id=dialog_id, ended_by=user_id, reason=reason)
+    return []
 
 
-def user_leave(*, channel_name: str, reason: str) -> Left:
+def user_leave(*, channel_name: str, reason: str) -> list[Notice]:
     """The connection's user leaves (it closed). Idempotent: a connection that holds no
     user changes nothing."""
     return _leave({"channel_name": channel_name}, reason)
@@ -142,7 +130,7 @@ def users_release(*, user_ids, reason: str) -> list[Notice]:
     """Release users whose connections are gone (a dead process, a lost disconnect)."""
     notices = []
     for user_id in user_ids:
-        notices += _leave({"pk": user_id}, reason).notices
+        notices += _leave({"pk": user_id}, reason)
     return notices
 
 
