@@ -124,9 +124,9 @@ class WireClient:
         self._reader = asyncio.get_running_loop().create_task(self._read())
         return self
 
-    async def open(self, *, timeout: float = 30.0, subscribe: bool = True) -> WireClient:
+    async def open(self, *, timeout: float = 30.0, subscribe: bool = True, heartbeat: str = "0,0") -> WireClient:
         await self.open_socket(timeout=timeout)
-        await self.stomp_connect(timeout=timeout)
+        await self.stomp_connect(heartbeat, timeout=timeout)
         if subscribe:
             await self.subscribe(timeout=timeout)
         return self
