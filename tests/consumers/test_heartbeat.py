@@ -1,4 +1,4 @@
-"""Heart-beat negotiation (pure functions and on the wire) and the connect timeout."""
+"""Heart-beats: negotiation and the monitor's decisions (pure functions), on the wire, and the connect timeout."""
 
 import asyncio
 import logging
