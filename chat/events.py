@@ -24,10 +24,22 @@ def event_body(code: int, *, chat=None, sender=None, service=None, content=None)
         "serviceContent": service,
         "content": content,
     }
+    return _encode(event)
+
+
+def _encode(event: dict) -> bytes:
     try:
         return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
     except UnicodeEncodeError:  # a lone surrogate echoed as sent: only \u escapes carry it
         return json.dumps(event, separators=(",", ":")).encode()
+
+
+def with_service(message: dict, **fields) -> dict:
+    """The event `message` with `fields` added to its serviceContent: what one recipient alone
+    may see (its resume token), added by its own connection."""
+    event = json.loads(message["body"])
+    event["serviceContent"] = {**(event["serviceContent"] or {}), **fields}
+    return {**message, "body": _encode(event)}
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,16 @@ class DialogOrder:
     def waiting(self) -> bool:
         return bool(self.held or self.after)
 
-    def begin(self) -> list:
-        """A new dialog, whose first event after the 10 has seq 1: what still waits of the
-        last one goes out first."""
+    @property
+    def last_sent(self) -> int:
+        """The seq of the latest event let go; the ones after it wait or have not come."""
+        return self.next_seq - 1
+
+    def begin(self, first_seq: int = 1) -> list:
+        """A new dialog, whose first event after the 10 has seq 1 (or, for a connection that
+        resumes one, `first_seq`): what still waits of the last one goes out first."""
         ready = self.skip_gap()
-        self.next_seq = 1
+        self.next_seq = first_seq
         return ready
 
     def push(self, seq: int, item) -> list:

@@ -25,3 +25,8 @@ class Refusal(Exception):
 def unavailable() -> Refusal:
     """What an action gets while the database is down: the connection stays open."""
     return Refusal("unavailable", "The service is briefly unavailable; try again shortly")
+
+
+def resume_failed(detail: str = "Unknown or used resume token, or its dialog has ended") -> Refusal:
+    """/resume cannot take the participant over (PROTOCOL.md §7.1)."""
+    return Refusal("resume_failed", detail, "resumeToken")

@@ -1,4 +1,4 @@
-"""Client requests, validated: the /start, /message and /stop bodies. Every problem is a
+"""Client requests, validated: the /start, /message, /stop and /resume bodies. Every problem is a
 Refusal that names its field."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from .refusals import Refusal
+from .refusals import Refusal, resume_failed
+from .tokens import ResumeToken
 
 GENDERS = ("male", "female", "other")
 MAX_AGE = 150
@@ -78,6 +79,17 @@ def parse_start(body: bytes) -> StartRequest:
         attributes=_attributes(_section(data, "userAttributes")),
         target=_target(_section(data, "targetAttributes")),
     )
+
+
+def parse_resume(body: bytes) -> ResumeToken:
+    """A /resume body: {"resumeToken": "<the token of a 10>"}."""
+    value = parse_json_object(body).get("resumeToken")
+    if not isinstance(value, str):
+        raise Refusal("invalid_field", "resumeToken must be a string", "resumeToken")
+    token = ResumeToken.parse(value)
+    if token is None:
+        raise resume_failed()
+    return token
 
 
 def _section(data: dict, key: str) -> dict:

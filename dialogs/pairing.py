@@ -87,10 +87,13 @@ def _started(entered: Entered, dialogs: dict) -> Started:
     return Started(user.pk, [_paired(dialog, user, partner), _paired(dialog, partner, user)])
 
 
+def partner_card(partner: PoolUser) -> dict:
+    """What a 10 tells of the partner."""
+    return {"name": partner.name, "languageCode": partner.language, "userAttributes": partner.attributes}
+
+
 def _paired(dialog: Dialog, recipient: PoolUser, partner: PoolUser) -> Notice:
-    service = {
-        "partner": {"name": partner.name, "languageCode": partner.language, "userAttributes": partner.attributes}
-    }
+    service = {"partner": partner_card(partner)}
     return Notice(
         channel=recipient.channel_name,
         message=events.chat_event(events.PAIRED, dialog.pk, sender=recipient.pk, service=service),

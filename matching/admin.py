@@ -43,7 +43,8 @@ class PoolUserAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     search_help_text = "A senderUUID, a name or a channel name."
     ordering = ("-created_at",)
     list_select_related = ("process",)
-    readonly_fields = [f.name for f in PoolUser._meta.fields] + ["wait_time"]
+    # The resume token's selector and verifier hash stay off every page.
+    readonly_fields = [f.name for f in PoolUser._meta.fields if f.editable or f.primary_key] + ["wait_time"]
     actions = ["remove_from_pool"]
 
     @admin.display(description="wait")

@@ -70,6 +70,20 @@ class PoolUser(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     paired_at = models.DateTimeField(null=True, blank=True)
     left_at = models.DateTimeField(null=True, blank=True)
+    # Resume after a dropped connection (PROTOCOL.md §7.1; dialogs.resume). The token is a
+    # selector, to find the row, and a verifier, kept only as its SHA-256 and compared in
+    # constant time.
+    resume_grace = models.PositiveIntegerField(
+        default=0, help_text="Seconds its dialog is kept after its connection drops (granted at CONNECT).",
+    )
+    resume_selector = models.CharField(max_length=32, null=True, blank=True, unique=True, editable=False)
+    resume_verifier = models.CharField(max_length=64, null=True, blank=True, editable=False)
+    detached_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its connection dropped, its dialog kept for resume_grace seconds.",
+    )
+    detached_seq = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The last event of its dialog that its dropped connection was sent.",
+    )
 
     class Meta:
         indexes = [
@@ -80,6 +94,7 @@ class PoolUser(models.Model):
                 name="pool_waiting_idx",
             ),
             models.Index(fields=["status", "created_at"], name="pool_status_idx"),
+            models.Index(fields=["detached_at"], condition=Q(detached_at__isnull=False), name="pool_detached_idx"),
         ]
         constraints = [
             models.UniqueConstraint(

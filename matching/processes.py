@@ -72,8 +72,11 @@ def processes_dead(*, now=None) -> list[ServerProcess]:
 
 
 def held_users(*, process_ids) -> list:
+    """Users the processes' connections hold; a detached one waits for a resume on any process
+    or the end of its grace (dialogs.resume), not for its old process."""
     return list(
-        PoolUser.objects.filter(process_id__in=process_ids, status__in=PoolUser.HELD).values_list("pk", flat=True)
+        PoolUser.objects.filter(process_id__in=process_ids, status__in=PoolUser.HELD, detached_at__isnull=True)
+        .values_list("pk", flat=True)
     )
 
 
@@ -89,12 +92,13 @@ def process_tell_stranded(*, live_channels: set[str], since) -> list[Notice]:
 
 
 def lost_users(process: ServerProcess, live_channels: set[str]) -> list:
-    """Users of this process whose connection closed without a clean leave."""
+    """Users of this process whose connection closed without a clean leave (a detached one
+    left on purpose)."""
     return [
         pk
-        for pk, channel in PoolUser.objects.filter(process=process, status__in=PoolUser.HELD).values_list(
-            "pk", "channel_name"
-        )
+        for pk, channel in PoolUser.objects.filter(
+            process=process, status__in=PoolUser.HELD, detached_at__isnull=True
+        ).values_list("pk", "channel_name")
         if channel not in live_channels
     ]
 

@@ -21,6 +21,7 @@ from chat.refusals import Refusal
 from .models import PoolUser
 from .processes import processes_alive
 from chat.requests import StartRequest
+from chat.tokens import ResumeToken
 from .selectors import pool_candidates_for
 
 Status = PoolUser.Status
@@ -36,6 +37,15 @@ class Entry:
     channel_name: str
     request: StartRequest
     process_id: uuid.UUID | None = None
+    resume_grace: int = 0  # PROTOCOL.md §7.1: what the connection was granted at CONNECT
+    resume_token: ResumeToken | None = None  # given with a grant; only its hash is stored
+
+    def resume_fields(self) -> dict:
+        """The PoolUser columns of the user's resume token."""
+        if self.resume_token is None:
+            return {}
+        token = self.resume_token
+        return {"resume_grace": self.resume_grace, "resume_selector": token.selector, "resume_verifier": token.verifier_hash}
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +106,8 @@ def _lock_languages(languages: set[str]) -> None:
             )
 
 
-def _refusal(held: str | None) -> Refusal | None:
+def held_refusal(held: str | None) -> Refusal | None:
+    """Why a connection that holds a user in status `held` cannot take another."""
     if held == Status.PAIRED:
         return Refusal("already_in_dialog", "This connection is in a dialog; /stop it first")
     if held is not None:
@@ -144,13 +155,14 @@ def pool_enter_many(
     results: list[Entered | Refusal] = []
     users = []
     for entry in entries:
-        refusal = _refusal(held.get(entry.channel_name))
+        refusal = held_refusal(held.get(entry.channel_name))
         if refusal is not None:
             results.append(refusal)
             continue
         held[entry.channel_name] = Status.WAITING  # a second /start of one connection in one batch
         # Distinct times keep the batch's own order for "longest waiting first".
-        user = PoolUser(**user_fields(entry.request), channel_name=entry.channel_name, process_id=entry.process_id,
+        user = PoolUser(**user_fields(entry.request), **entry.resume_fields(),
+                        channel_name=entry.channel_name, process_id=entry.process_id,
                         created_at=now + timedelta(microseconds=len(users)))
         users.append(user)
         results.append(Entered(user))

@@ -14,9 +14,11 @@ from chat.events import Notice
 from chat.notify import send_notices
 from chat.order import DialogOrder
 from chat.refusals import DATABASE_UNAVAILABLE, Refusal, unavailable
-from chat.requests import DialogRequest, message_draft, parse_dialog_request, parse_start
+from chat.requests import DialogRequest, message_draft, parse_dialog_request, parse_resume, parse_start
+from chat.tokens import ResumeToken
 from dialogs.models import Dialog
 from dialogs.pairing import dialogs_start, user_leave
+from dialogs.resume import participant_detach, participant_resume
 from dialogs.services import dialog_end, dialog_events, dialog_stop, messages_store
 from matching.selectors import user_held_on
 from matching.services import Entry, pool_cancel
@@ -25,12 +27,14 @@ from moderation.services import address_banned, address_record, report_take
 
 from . import metrics
 from .batching import Batch
-from .process import current_process, live_addresses, live_channels
+from .process import current_process, grace_end_later, live_addresses, live_channels
 from .ratelimit import TokenBucket
 from .stomp.frames import Frame
-from .stomp_consumer import CLOSE_POLICY, StompConsumer
+from .stomp_consumer import CLOSE_POLICY, ProtocolError, StompConsumer
 
 logger = logging.getLogger(__name__)
+
+HDR_RESUME_GRACE = "resume-grace"
 
 MESSAGES = Batch(messages_store)
 # Every /start that arrives while the previous batch is written is paired in the next one.
@@ -62,13 +66,18 @@ def parse_or_refusal(body: bytes) -> tuple[DialogRequest | None, Refusal | None]
 
 
 class ChatConsumer(StompConsumer):
-    destinations = {"/start": "send_start", "/message": "send_message", "/stop": "send_stop", "/report": "send_report"}
+    destinations = {
+        "/start": "send_start", "/message": "send_message", "/stop": "send_stop", "/report": "send_report",
+        "/resume": "send_resume",
+    }
     event_destination = "/user/dialog"
 
     async def connect(self) -> None:
         self.user_id = None  # the user this connection holds (its latest)
         self.dialog_id: str | None = None  # its current or latest dialog
         self.dialog_user = None  # the user it held in that dialog
+        self.resume_grace = 0  # seconds its dialog is kept after a drop (PROTOCOL.md §7.1)
+        self.resume_token: ResumeToken | None = None  # for the 10 of its latest /start
         self.address_hash = address_hash(client_address(self.scope))  # never the address itself
         self.start_bucket = TokenBucket(*settings.RANDOMCHAT_RATE_START)
         self.message_bucket = TokenBucket(*settings.RANDOMCHAT_RATE_MESSAGE)
@@ -87,9 +96,14 @@ class ChatConsumer(StompConsumer):
     async def disconnect(self, code: int) -> None:
         live_channels.discard(self.channel_name)  # from now on nobody is paired with it
         live_addresses.pop(self.channel_name, None)
+        # Dropped: the socket closed under it, or its heart-beats stopped; not a DISCONNECT,
+        # nor a close of the server's own.
+        dropped = not self.closing or self.drop_reason == "timeout"
         await super().disconnect(code)
         metrics.OPEN_CONNECTIONS.dec()
         self._cancel_gap_timer()
+        if dropped and self.resume_grace and self.dialog_id is not None and await self.detach():
+            return
         try:
             notices = await database_sync_to_async(user_leave)(
                 channel_name=self.channel_name, reason=self.drop_reason or "disconnect"
@@ -108,6 +122,16 @@ class ChatConsumer(StompConsumer):
 
     frame_stomp = frame_connect
 
+    def connected_headers(self, frame: Frame) -> tuple[tuple[str, str], ...]:
+        """`resume-grace`: the grace this connection asked for, capped (PROTOCOL.md §7.1)."""
+        asked = frame.get(HDR_RESUME_GRACE)
+        if asked is None:
+            return ()
+        if not asked.isascii() or not asked.isdigit():
+            raise ProtocolError("Invalid resume-grace header", asked)
+        self.resume_grace = min(int(asked), settings.RANDOMCHAT_RESUME_GRACE_MAX)
+        return ((HDR_RESUME_GRACE, str(self.resume_grace)),)
+
     # Destinations
 
     async def send_start(self, frame: Frame) -> None:
@@ -116,12 +140,13 @@ class ChatConsumer(StompConsumer):
             self.require_layer()
             request = parse_start(frame.body)
             process = await self.ensure_process()
+            token = ResumeToken.new() if self.resume_grace else None
             with database_refusal("dialogs_start"):
-                started = await STARTS.submit(Entry(self.channel_name, request, process.pk))
+                started = await STARTS.submit(Entry(self.channel_name, request, process.pk, self.resume_grace, token))
         except Refusal as refusal:
             await self.refuse(events.START_REFUSED, refusal)
             return
-        self.user_id = started.user_id
+        self.user_id, self.resume_token = started.user_id, token
         self.waiting_since = asyncio.get_running_loop().time()
         logger.info("event=pool_enter session=%s user=%s", self.session_id, started.user_id)
         # Through the channel, even this connection's 10: it follows the /start's RECEIPT.
@@ -176,6 +201,33 @@ class ChatConsumer(StompConsumer):
         await self.publish(notices)
         await self.emit(self.order.push_unordered(self.reply(events.REPORTED, request, {"reportId": str(report_id)})))
 
+    async def send_resume(self, frame: Frame) -> None:
+        """Take over the participant of a dropped connection: its 10, then what it missed."""
+        try:
+            await self.check_rate(self.start_bucket)
+            self.require_layer()
+            token = parse_resume(frame.body)
+            process = await self.ensure_process()
+            new_token = ResumeToken.new()
+            resumed = await call(
+                participant_resume, token=token, channel_name=self.channel_name, process_id=process.pk,
+                grace=self.resume_grace, new_token=new_token,
+            )
+        except Refusal as refusal:
+            await self.refuse(events.START_REFUSED, refusal)
+            return
+        self.user_id = self.dialog_user = resumed.user_id
+        self.dialog_id = str(resumed.dialog_id)
+        self.resume_grace = resumed.grace
+        metrics.RESUMES.inc()
+        logger.info("event=resume session=%s chat=%s user=%s", self.session_id, self.dialog_id, self.user_id)
+        ready = self.order.begin(resumed.first_seq)
+        ready += self.order.push_unordered(resumed.paired)
+        for event in resumed.missed:
+            ready += self.order.push(event["seq"], event)
+        await self.emit(ready)
+        await send_notices(self.channel_layer, resumed.notices)
+
     async def session_active(self) -> bool:
         """A connection in the pool or in a dialog may idle: a partner can be slow to reply."""
         if self.user_id is None:
@@ -193,6 +245,8 @@ class ChatConsumer(StompConsumer):
         chat, code = event["chat"], event["code"]
         if code == events.PAIRED:
             self.dialog_id, self.dialog_user = chat, self.user_id
+            if self.resume_token is not None:  # to its owner only, never through the layer
+                event = events.with_service(event, resumeToken=self.resume_token.secret)
             if self.waiting_since is not None:
                 metrics.PAIRING_WAIT.observe(asyncio.get_running_loop().time() - self.waiting_since)
                 self.waiting_since = None
@@ -221,6 +275,11 @@ class ChatConsumer(StompConsumer):
             await self.publish(notices)
         await self.reject("banned", kind="banned", code=CLOSE_POLICY)
 
+    async def resume_taken(self, event: dict) -> None:
+        """Another connection resumed this one's participant: it holds nothing now, and closes."""
+        self.user_id = self.dialog_id = self.dialog_user = None
+        await self.reject("Resumed by another connection", kind="resumed_elsewhere", code=CLOSE_POLICY)
+
     async def order_gap(self, event: dict) -> None:
         """An event of the dialog never came (lost with a dead process or a layer outage): read
         the missing ones from the database, then send what waits."""
@@ -248,6 +307,19 @@ class ChatConsumer(StompConsumer):
             return await call(address_banned, address_hash=self.address_hash)
         except Refusal:
             return False
+
+    async def detach(self) -> bool:
+        """Keep the dialog through a drop for the grace; False: leave it as without resume."""
+        try:
+            grace = await call(
+                participant_detach, channel_name=self.channel_name, delivered_seq=self.order.last_sent
+            )
+        except Refusal:
+            return False
+        if grace:
+            logger.info("event=detach session=%s chat=%s grace=%s", self.session_id, self.dialog_id, grace)
+            grace_end_later(grace)
+        return bool(grace)
 
     async def keep_address(self) -> None:
         """The hashed address of a paired user, for a report about its dialog."""

@@ -38,6 +38,13 @@ REFUSALS = Counter(
     "randomchat_refusals", "Refused actions (events 11/21/31), by error slug", ["error"], registry=REGISTRY
 )
 REPORTS = Counter("randomchat_reports_taken", "Reports taken (event 40) by this process", registry=REGISTRY)
+RESUMES = Counter(
+    "randomchat_resumes", "Participants taken over by a new connection with /resume in this process", registry=REGISTRY
+)
+GRACES_EXPIRED = Counter(
+    "randomchat_resume_graces_expired", "Dialogs ended by this process because a resume grace ran out",
+    registry=REGISTRY,
+)
 
 
 def pool_gauges_read() -> dict:

@@ -9,7 +9,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from dialogs import pairing
+from dialogs import pairing, resume
 from matching import processes
 from matching.liveness import HeartbeatWatch
 from matching.maintenance import pool_timeout
@@ -18,12 +18,17 @@ from chat.events import Notice
 from chat.notify import send_notices
 from moderation.services import BANNED, banned_hashes
 
+from . import metrics
+
 logger = logging.getLogger(__name__)
 
 live_channels: set[str] = set()
 """Channel names of this process's open connections."""
 live_addresses: dict[str, str] = {}
 """The hashed address of each open connection, by channel name (moderation bans)."""
+
+_grace_ends: set[asyncio.Task] = set()
+GRACE_END_SLACK = 0.05  # seconds after the grace, so that the database's clock agrees it ran out
 
 _registered: dict[asyncio.AbstractEventLoop, object] = {}
 _registering: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
@@ -90,6 +95,32 @@ async def beat_once(process, layer, watch: HeartbeatWatch) -> None:
     notices += await in_own_thread(pairing.process_reconcile)(process, set(live_channels))
     if settings.RANDOMCHAT_MAX_WAIT:
         notices += await in_own_thread(pool_timeout)(process_id=process.pk, max_wait=settings.RANDOMCHAT_MAX_WAIT)
+    notices += await graces_expire()
     banned = await in_own_thread(banned_hashes)() if live_addresses else set()
     notices += [Notice(channel, BANNED) for channel, hashed in list(live_addresses.items()) if hashed in banned]
     await send_notices(layer, notices)
+
+
+async def graces_expire() -> list[Notice]:
+    """End the dialogs whose resume grace ran out (any process's); the notices to send."""
+    ended, notices = await in_own_thread(resume.graces_expire)()
+    metrics.GRACES_EXPIRED.inc(ended)
+    return notices
+
+
+def grace_end_later(seconds: float) -> None:
+    """End a grace that just began on time; the heartbeat ends it too, should this process die."""
+    loop = asyncio.get_running_loop()
+    loop.call_later(seconds + GRACE_END_SLACK, lambda: _track(loop.create_task(_grace_end())))
+
+
+def _track(task: asyncio.Task) -> None:
+    _grace_ends.add(task)  # the loop keeps only weak references to tasks
+    task.add_done_callback(_grace_ends.discard)
+
+
+async def _grace_end() -> None:
+    try:
+        await send_notices(get_channel_layer(), await graces_expire())
+    except Exception:
+        logger.exception("event=grace_end_failed")  # the heartbeat tries again

@@ -230,6 +230,8 @@ RANDOMCHAT_MAX_WAIT = float(os.environ.get("RANDOMCHAT_MAX_WAIT", "600"))
 # PROTOCOL.md §7.2: two connections whose dialog ended within this many seconds are not
 # paired with each other again (they keep waiting); 0 = no such rule.
 RANDOMCHAT_REMATCH_WINDOW = float(os.environ.get("RANDOMCHAT_REMATCH_WINDOW", "300"))
+# The longest grace a connection may ask for with CONNECT's resume-grace (PROTOCOL.md §7.1); 0 = no resume.
+RANDOMCHAT_RESUME_GRACE_MAX = env_int("RANDOMCHAT_RESUME_GRACE_MAX", 120)
 
 # Per-connection rate limits (token buckets keyed on the connection, never on a client field):
 # (tokens per second, burst). Past the limit an action gets its x1 event `rate_limited`;

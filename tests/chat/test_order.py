@@ -203,3 +203,12 @@ async def test_an_event_whose_notice_was_lost_is_read_from_the_database(chat, mo
     assert seen == ["first", "second"]
     await b.send_json("/stop", body(eb, None), receipt=True)
     assert [(await client.event())["eventCode"] for client in (a, b)] == [30, 30]
+
+
+def test_a_resumed_dialog_begins_at_the_first_event_owed():
+    from chat.order import DialogOrder
+
+    order = DialogOrder()
+    assert order.begin(first_seq=4) == [] and order.last_sent == 3
+    assert order.push(5, "e5") == [] and order.push(3, "old") == []  # early waits, a repeat is dropped
+    assert order.push(4, "e4") == ["e4", "e5"] and order.last_sent == 5

@@ -23,7 +23,7 @@ DOC_URI = "urn:randomchat:asyncapi"
 SLUGS = {
     "invalid_json", "invalid_field", "already_waiting", "already_in_dialog", "not_in_dialog",
     "unknown_chat", "not_participant", "dialog_ended", "empty_content", "content_too_long",
-    "rate_limited", "unavailable", "already_reported",
+    "rate_limited", "unavailable", "already_reported", "resume_failed",
 }
 EVENT_MESSAGES = {
     10: "paired", 11: "startRefused", 20: "chatMessage", 21: "messageRefused", 30: "left", 31: "stopRefused",
@@ -82,8 +82,9 @@ def test_document_has_the_asyncapi_3_shape(doc):
     addresses = {name: channel["address"] for name, channel in doc["channels"].items()}
     assert addresses == {
         "dialog": "/user/dialog", "start": "/start", "message": "/message", "stop": "/stop", "report": "/report",
+        "resume": "/resume",
     }
-    for name in ("start", "message", "stop", "report"):
+    for name in ("start", "message", "stop", "report", "resume"):
         assert doc["channels"][name]["x-aliases"] == [f"/app/{name}"]
     actions = {}
     for operation in doc["operations"].values():
@@ -93,6 +94,7 @@ def test_document_has_the_asyncapi_3_shape(doc):
             assert message["$ref"].startswith(operation["channel"]["$ref"] + "/messages/"), message
     assert actions == {
         "/user/dialog": "send", "/start": "receive", "/message": "receive", "/stop": "receive", "/report": "receive",
+        "/resume": "receive",
     }
     for ref in refs(doc):
         resolve(doc, ref)  # every reference points at something
@@ -179,8 +181,8 @@ async def capture_session(ws_url: str) -> tuple[list, list[tuple[dict, str]]]:
     starts: list[tuple[dict, str]] = []
     clients: list[WireClient] = []
 
-    async def client() -> WireClient:
-        connection = await WireClient(ws_url).open()
+    async def client(**headers) -> WireClient:
+        connection = await WireClient(ws_url).open(headers=headers)
         clients.append(connection)
         return connection
 
@@ -276,6 +278,27 @@ async def capture_session(ws_url: str) -> tuple[list, list[tuple[dict, str]]]:
         gone = await a.event(30)
         assert gone.body["chatUUID"] == second and gone.body["serviceContent"] == {"reason": "disconnect"}
 
+        # Resume: Carol's socket drops; a new connection resumes her (10 resumed, then Dan's
+        # 20 she missed); her first token, used, and a forged one get 11 resume_failed.
+        carol, dan = await client(**{"resume-grace": "30"}), await client()
+        await carol.send_json("/start", {"name": "Carol", "languageCode": "et"})
+        await dan.send_json("/start", {"name": "Dan", "languageCode": "et"})
+        token = (await carol.event(10)).body["serviceContent"]["resumeToken"]
+        dan_ten = (await dan.event(10)).body
+        carol.abort()
+        await carol.closed.wait()
+        await dan.send_json("/message", {"chatUUID": dan_ten["chatUUID"], "senderUUID": dan_ten["senderUUID"],
+                                         "content": "are you there?"})
+        await dan.event(20)
+        back, thief = await client(**{"resume-grace": "30"}), await client()
+        await back.send_json("/resume", {"resumeToken": token})
+        resumed = await back.event(10)
+        assert resumed.body["serviceContent"]["resumed"] is True
+        assert (await back.event(20)).body["content"] == "are you there?"
+        for forged in (token, token[:-1] + ("A" if token[-1] != "A" else "B")):
+            await thief.send_json("/app/resume", {"resumeToken": forged})
+            await thief.event(11, error="resume_failed")
+
         # rate_limited: more /start frames in one burst than the bucket holds.
         await flood.send("".join(
             f"SEND\ndestination:/start\ncontent-length:2\n\n{{}}\x00" for _ in range(12)
@@ -332,6 +355,8 @@ async def test_live_payloads_match_the_schemas(doc, daphne_server):
         {**sample[30], "serviceContent": {"reason": "bored"}},
         {**sample[31], "content": "x"},
         {**sample[40], "serviceContent": {"reportId": "nope"}},
+        {**sample[10], "serviceContent": {**sample[10]["serviceContent"], "resumed": False}},
+        {**sample[10], "serviceContent": {**sample[10]["serviceContent"], "resumeToken": 5}},
         {**sample[41], "eventCode": 42},
     ]
     for body in broken:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import time
 import urllib.request
 
 import pytest
 
 from tests.support.live import ARTIFACTS, REPO
+from tests.support.proxy import CuttableProxy
 from tests.support.skip import skip_or_fail
 
 CHROMIUM = "/usr/bin/chromium"
@@ -115,6 +117,13 @@ class Person:
             arg=[kind, text],
         )
 
+    def system_lines(self) -> list[str]:
+        return self.page.eval_on_selector_all("#log li.system", "items => items.map(li => li.textContent)")
+
+    def problems_besides_drops(self) -> list[str]:
+        """Its problems, but the failed WebSocket handshakes the browser reports while the network is cut."""
+        return [p for p in self.problems if not (p.startswith("console: WebSocket connection to") and "failed" in p)]
+
     def shot(self, name: str) -> None:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         self.page.screenshot(path=str(ARTIFACTS / f"page-{name}.png"), full_page=True)
@@ -184,11 +193,110 @@ def test_two_browsers_chat(daphne_server, browser):
         for person in (alice, boris):
             assert person.problems == [], (person.label, person.problems)
     except Exception:
-        for person in (alice, boris):
-            person.shot(f"failed-{person.label}")
-            print(f"{person.label}: state={person.page.get_attribute('body', 'data-state')} "
-                  f"log={person.page.inner_text('#log')!r} problems={person.problems}")
+        report_failure([alice, boris])
         raise
     finally:
         for person in (alice, boris):
             person.context.close()
+
+
+# Resume after a network drop (PROTOCOL.md §7.1): one person reaches daphne through a proxy that is cut.
+
+
+def paired_through_proxy(browser, server, proxy: CuttableProxy) -> tuple[Person, Person]:
+    """Alice (behind the proxy) and Boris (direct), in a dialog, each having said a line."""
+    alice = Person(browser, proxy.url(server.http_url) + "/", "alice")
+    boris = Person(browser, server.http_url + "/", "boris")
+    alice.start(name="Alice", language="en", gender="female", age=30)
+    boris.start(name="Boris", language="en", gender="male", age=35)
+    for person in (alice, boris):
+        person.state("chatting")
+    alice.say("before the drop")
+    boris.wait_line("partner", "before the drop")
+    return alice, boris
+
+
+def reconnecting(person: Person) -> None:
+    """The page shows that it lost the network and holds the dialog, inputs off."""
+    person.state("reconnecting")
+    person.page.wait_for_selector('#status[data-online="false"]:text-is("reconnecting…")')
+    assert person.page.is_visible("#dialog") and person.page.is_visible("#notice")
+    for control in ("#message", "#send", "#stop", "#next", "#report"):
+        assert person.page.is_disabled(control), control
+
+
+def report_failure(people: list[Person]) -> None:
+    for person in people:
+        person.shot(f"failed-{person.label}")
+        print(f"{person.label}: state={person.page.get_attribute('body', 'data-state')} "
+              f"log={person.page.inner_text('#log')!r} problems={person.problems}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cut_network_resumes_the_dialog(daphne_server, browser):
+    people: list[Person] = []
+    with CuttableProxy("127.0.0.1", daphne_server.port) as proxy:
+        try:
+            alice, boris = paired_through_proxy(browser, daphne_server, proxy)
+            people += [alice, boris]
+            proxy.set_cut(True)
+            reconnecting(alice)
+            boris.say("while you were away")
+            boris.wait_line("me", "while you were away")
+            time.sleep(2.5)  # a few of the page's reconnects fail on the cut link
+            reconnecting(alice)
+            alice.shot("05-reconnecting")
+
+            proxy.set_cut(False)
+            alice.state("chatting")
+            alice.wait_line("partner", "while you were away")
+            alice.page.wait_for_selector('#status[data-online="true"]:text-is("online")')
+            assert alice.page.is_hidden("#notice") and alice.page.is_enabled("#message")
+            assert alice.page.eval_on_selector_all("#log li", "items => items.map(li => li.className)") == [
+                "system", "me", "system", "partner"]  # the transcript goes on: greeting, before, reconnected, missed
+            alice.say("back")
+            boris.wait_line("partner", "back")
+            boris.say("welcome back")
+            alice.wait_line("partner", "welcome back")
+            alice.shot("06-resumed")
+            assert boris.system_lines() == ["You are now talking to Alice. Say hi!"]  # never told of the drop
+            assert boris.page.get_attribute("body", "data-state") == "chatting"
+            assert alice.problems_besides_drops() == [] and boris.problems == [], (alice.problems, boris.problems)
+        except Exception:
+            report_failure(people)
+            raise
+        finally:
+            for person in people:
+                person.context.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cut_longer_than_the_grace_ends_the_dialog_and_says_so(start_daphne, browser):
+    server = start_daphne(env={"RANDOMCHAT_RESUME_GRACE_MAX": "1", "RANDOMCHAT_REMATCH_WINDOW": "0"})
+    people: list[Person] = []
+    with CuttableProxy("127.0.0.1", server.port) as proxy:
+        try:
+            alice, boris = paired_through_proxy(browser, server, proxy)
+            people += [alice, boris]
+            proxy.set_cut(True)
+            cut_at = time.monotonic()
+            reconnecting(alice)
+            boris.state("ended")  # the grace of 1 s ran out
+            boris.wait_line("system", "Alice was disconnected.")
+            time.sleep(max(0.0, 4 - (time.monotonic() - cut_at)))
+            reconnecting(alice)
+
+            proxy.set_cut(False)
+            alice.state("idle")
+            alice.page.wait_for_selector("#error:has-text('The connection was lost for too long: the chat has ended.')")
+            alice.page.wait_for_selector('#status[data-online="true"]')
+            assert alice.page.is_visible("#start-form") and alice.page.is_enabled("#start")
+            assert alice.page.is_hidden("#dialog") and alice.page.is_hidden("#notice")
+            alice.shot("07-resume-failed")
+            assert alice.problems_besides_drops() == [] and boris.problems == [], (alice.problems, boris.problems)
+        except Exception:
+            report_failure(people)
+            raise
+        finally:
+            for person in people:
+                person.context.close()

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
 
 async def connected(url: str, heartbeat: str = "0,0") -> WireClient:
-    return await WireClient(url).open(heartbeat=heartbeat, subscribe=False)
+    return await WireClient(url).open(headers={"heart-beat": heartbeat}, subscribe=False)
 
 
 async def closed_after(client: WireClient, timeout: float) -> tuple[list[RawFrame], int | None, float]:

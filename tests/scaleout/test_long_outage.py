@@ -15,10 +15,10 @@ import pytest
 
 from tests.support.events import LEFT, PAIRED, start_body
 from tests.support.live import database_env
+from tests.support.proxy import CuttableProxy
 from tests.support.wire import WireClient, close_all, pair, start_stored
 
 from . import services
-from .proxy import CuttableProxy
 from .test_outage import chat_both_ways
 
 pytestmark = [pytest.mark.django_db(transaction=True)]

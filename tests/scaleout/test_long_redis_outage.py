@@ -15,9 +15,9 @@ import os
 import pytest
 
 from . import helpers, services
-from .proxy import CuttableProxy
 from .test_outage import chat_both_ways
 from tests.support.events import MESSAGE, MESSAGE_REFUSED, start_body
+from tests.support.proxy import CuttableProxy
 from tests.support.wire import WireClient, close_all, pair
 
 pytestmark = [pytest.mark.django_db(transaction=True)]

@@ -108,6 +108,7 @@ class WireClient:
         self.closed_by: ConnectionClosed | None = None
         self.user: str | None = None  # senderUUID from the latest 10
         self.chat: str | None = None  # chatUUID from the latest 10
+        self.connected: RawFrame | None = None  # the CONNECTED frame of open()
         self._read_up_to = 0  # frames handed out by recv_frame
         self._receipt_ids = 0
         self._changed = asyncio.Condition()
@@ -124,15 +125,18 @@ class WireClient:
         self._reader = asyncio.get_running_loop().create_task(self._read())
         return self
 
-    async def open(self, *, timeout: float = 30.0, subscribe: bool = True, heartbeat: str = "0,0") -> WireClient:
+    async def open(self, *, timeout: float = 30.0, subscribe: bool = True, headers: dict | None = None) -> WireClient:
         await self.open_socket(timeout=timeout)
-        await self.stomp_connect(heartbeat, timeout=timeout)
+        self.connected = await self.stomp_connect(timeout=timeout, headers=headers)
         if subscribe:
             await self.subscribe(timeout=timeout)
         return self
 
-    async def stomp_connect(self, heartbeat: str = "0,0", *, timeout: float = DEFAULT_TIMEOUT) -> RawFrame:
-        await self.send(frame("CONNECT", {"accept-version": "1.2", "host": "localhost", "heart-beat": heartbeat}).decode())
+    async def stomp_connect(
+        self, heartbeat: str = "0,0", *, timeout: float = DEFAULT_TIMEOUT, headers: dict | None = None
+    ) -> RawFrame:
+        connect = {"accept-version": "1.2", "host": "localhost", "heart-beat": heartbeat, **(headers or {})}
+        await self.send(frame("CONNECT", connect).decode())
         return await self.expect("CONNECTED", timeout)
 
     async def subscribe(self, sub_id: str = "sub-0", *, timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -225,6 +229,10 @@ class WireClient:
 
     async def stop(self, *, chat: str | None = None, sender: str | None = None) -> None:
         await self.send_json("/stop", {"chatUUID": chat or self.chat, "senderUUID": sender or self.user, "content": None})
+
+    async def resume(self, token, *, receipt: bool = False) -> str | None:
+        """/resume with `token` (a str; anything else goes as it is, to send a bad body)."""
+        return await self.send_json("/resume", {"resumeToken": token}, receipt=receipt)
 
     # Reading in order
 

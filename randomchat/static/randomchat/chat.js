@@ -5,6 +5,7 @@
 
   var PAIRED = 10, START_REFUSED = 11, MESSAGE = 20, MESSAGE_REFUSED = 21, LEFT = 30, STOP_REFUSED = 31;
   var REPORTED = 40, REPORT_REFUSED = 41;
+  var RESUME_GRACE = "120";  // seconds the server may keep our dialog through a drop (PROTOCOL.md §7.1)
   var REASONS = {
     stop: "left the chat",
     disconnect: "was disconnected",
@@ -22,12 +23,14 @@
     dialog: $("dialog"), partnerLabel: $("partner-label"), partnerName: $("partner-name"), partnerInfo: $("partner-info"),
     log: $("log"), sendForm: $("send-form"), message: $("message"), send: $("send"),
     stop: $("stop"), next: $("next"), back: $("back"),
-    reportForm: $("report-form"), reportReason: $("report-reason"),
+    reportForm: $("report-form"), reportReason: $("report-reason"), report: $("report"),
   };
 
   // idle (the form) -> waiting -> chatting -> ended (log kept) -> waiting ...
+  // chatting -> reconnecting (the socket dropped; the server holds the dialog) -> chatting
   var state = "idle";
   var chat = null;          // {chatUUID, senderUUID} of the current dialog
+  var resumeToken = null;   // from the latest 10: takes the dialog over after a drop
   var lastRequest = null;   // the latest /start body, reused by Next
   var restartAfterStop = false;
   var reported = false;     // this dialog was reported (once per dialog)
@@ -37,13 +40,14 @@
     document.body.dataset.state = next;
     el.form.hidden = next !== "idle";
     el.waiting.hidden = next !== "waiting";
-    el.dialog.hidden = next !== "chatting" && next !== "ended";
-    var chatting = next === "chatting";
+    el.dialog.hidden = next !== "chatting" && next !== "reconnecting" && next !== "ended";
+    var chatting = next === "chatting", reconnecting = next === "reconnecting";
     el.message.disabled = !chatting;
     el.send.disabled = !chatting;
-    el.stop.hidden = !chatting;
+    el.stop.hidden = !chatting && !reconnecting;
+    el.stop.disabled = el.next.disabled = el.report.disabled = reconnecting;
     el.back.hidden = next !== "ended";
-    el.reportForm.hidden = reported || (!chatting && next !== "ended");
+    el.reportForm.hidden = reported || (!chatting && !reconnecting && next !== "ended");
     el.partnerLabel.textContent = next === "ended" ? "You talked to" : "Talking to";
     if (chatting) el.message.focus();
   }
@@ -101,7 +105,8 @@
   // STOMP
   var client = new StompJs.Client({
     brokerURL: (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/connect",
-    reconnectDelay: 2000,
+    connectHeaders: { "resume-grace": RESUME_GRACE },
+    reconnectDelay: 1000,  // a dropped dialog is resumed as soon as the network is back
   });
 
   client.onConnect = function () {
@@ -111,12 +116,20 @@
       try { event = JSON.parse(frame.body); } catch (e) { return; }
       onEvent(event);
     });
+    // Subscribed first: the 10 and the events missed meanwhile come right after /resume.
+    if (state === "reconnecting") publish("/resume", { resumeToken: resumeToken });
   };
 
   client.onWebSocketClose = function () {
-    var wasBusy = state === "waiting" || state === "chatting";
-    setOnline(false, "offline, reconnecting…");
+    setOnline(false, "reconnecting…");
     restartAfterStop = false;
+    if ((state === "chatting" || state === "reconnecting") && resumeToken) {
+      // The server keeps the dialog for the grace; the next connection takes it over.
+      showNotice("Connection lost: reconnecting…");
+      setState("reconnecting");
+      return;
+    }
+    var wasBusy = state === "waiting" || state === "chatting";
     if (wasBusy) {
       // The server ends the dialog (or the waiting) of a closed connection.
       if (state === "chatting") logLine("system", "Connection lost; the chat has ended.");
@@ -154,6 +167,13 @@
     var service = event.serviceContent || {};
     switch (event.eventCode) {
       case PAIRED: {
+        resumeToken = service.resumeToken || null;
+        if (service.resumed) {  // the same dialog, taken over by this connection
+          showNotice("");
+          setState("chatting");
+          logLine("system", "Reconnected.");
+          break;
+        }
         var partner = service.partner || {};
         chat = { chatUUID: event.chatUUID, senderUUID: event.senderUUID };
         reported = false;
@@ -178,12 +198,22 @@
           return;
         }
         if (!chat || event.chatUUID !== chat.chatUUID) return;
+        resumeToken = null;
         if (event.senderUUID === chat.senderUUID) logLine("system", "You left the chat.");
         else logLine("system", el.partnerName.textContent + " " + (REASONS[service.reason] || "left") + ".");
         setState("ended");
         if (restartAfterStop) { restartAfterStop = false; start(lastRequest); }
         break;
       case START_REFUSED:
+        if (state === "reconnecting") {  // the /resume: the dialog ended while we were away
+          resumeToken = null;
+          showNotice("");
+          showError(service.error === "resume_failed"
+            ? "The connection was lost for too long: the chat has ended. Start a new one."
+            : "The chat could not be resumed (" + (service.detail || "refused") + "). Start a new one.");
+          setState("idle");
+          break;
+        }
         showError(service.detail || "Could not start.");
         restartAfterStop = false;
         if (state === "waiting") setState("idle");

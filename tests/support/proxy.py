@@ -1,8 +1,9 @@
-"""A TCP proxy whose link can be cut: a service outage that only the proxied processes see.
+"""A TCP proxy whose link can be cut: an outage that only the proxied clients see.
 
 Stopping the machine's PostgreSQL or Redis disturbs every other test run on the machine;
-daphne processes that reach a service through this proxy lose it alone. While cut, every
-open connection is reset and new ones are closed at once, as a stopped service's are.
+daphne processes that reach a service through this proxy lose it alone, and a browser that
+reaches daphne through it loses its network alone. While cut, every open connection is
+reset and new ones are closed at once, as a stopped service's are.
 """
 
 from __future__ import annotations
