@@ -18,8 +18,9 @@ GENDERS = ("male", "female", "other")
 MAX_AGE = 150
 MAX_NAME_LENGTH = 64
 MAX_CLIENT_MESSAGE_ID = 64
+MAX_LANGUAGE_LENGTH = 3  # ISO 639 codes: 2 letters (639-1) or 3 (639-2, 639-3)
 DEFAULT_NAME = "Anonymous"
-_LANGUAGE = re.compile(r"[A-Za-z]{2,3}")
+_LANGUAGE = re.compile(rf"[A-Za-z]{{2,{MAX_LANGUAGE_LENGTH}}}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +119,7 @@ def _name(value) -> str:
 
 def _language(value) -> str:
     if not isinstance(value, str) or not _LANGUAGE.fullmatch(value):
-        raise Refusal("invalid_field", "languageCode must be a 2-3 letter language code", "languageCode")
+        raise Refusal("invalid_field", f"languageCode must be a 2-{MAX_LANGUAGE_LENGTH} letter language code", "languageCode")
     return value.lower()
 
 

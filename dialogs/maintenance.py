@@ -93,7 +93,7 @@ def _participants_only_in(dialogs: QuerySet) -> QuerySet:
 def _left_before(cutoff: datetime) -> QuerySet:
     """Users who left the pool without a dialog that is kept: they cancelled, or their
     connection went, before `cutoff` (rows older than left_at count by creation)."""
-    left = PoolUser.objects.filter(status__in=[Status.CANCELLED, Status.GONE]).filter(
+    left = PoolUser.objects.filter(status__in=PoolUser.LEFT_POOL).filter(
         Q(left_at__lt=cutoff) | Q(left_at__isnull=True, created_at__lt=cutoff)
     )
     return _unreferenced(left, dialogs=Dialog.objects.all(), messages=Message.objects.all())
@@ -193,7 +193,7 @@ def pool_status(*, now: datetime | None = None) -> PoolStatus:
         by_gender=dict(sorted(by_gender.items())),
         by_language_and_gender={lang: dict(sorted(c.items())) for lang, c in sorted(crossed.items())},
         oldest_wait_seconds=None if oldest is None else max(0.0, (now - oldest).total_seconds()),
-        pairing=PoolUser.objects.filter(status__in=[Status.CLAIMED, Status.PAIRING]).count(),
+        pairing=PoolUser.objects.filter(status__in=PoolUser.CLAIMING).count(),
         active_dialogs=Dialog.objects.filter(status=Dialog.Status.ACTIVE).count(),
     )
 

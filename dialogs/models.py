@@ -6,7 +6,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from chat.requests import MAX_CLIENT_MESSAGE_ID
+from chat.requests import MAX_CLIENT_MESSAGE_ID, MAX_LANGUAGE_LENGTH
 
 
 class DialogQuerySet(models.QuerySet):
@@ -38,7 +38,7 @@ class Dialog(models.Model):
     second = models.ForeignKey(
         "matching.PoolUser", on_delete=models.PROTECT, related_name="dialogs_as_second"
     )
-    language = models.CharField(max_length=3)
+    language = models.CharField(max_length=MAX_LANGUAGE_LENGTH)
     status = models.CharField(max_length=6, choices=Status.choices, default=Status.ACTIVE)
     started_at = models.DateTimeField(default=timezone.now, db_index=True)
     ended_at = models.DateTimeField(null=True, blank=True, db_index=True)

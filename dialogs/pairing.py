@@ -103,9 +103,8 @@ def _paired(dialog: Dialog, recipient: PoolUser, partner: PoolUser) -> Notice:
 def _leave(user_filter: dict, reason: str) -> list[Notice]:
     """The held user leaves: it waits no more, or its dialog ends with `reason`; the notices to send.
 
-    Each step locks what it changes in the one lock order of the chat (the dialog, then its
-    users by primary key, as dialog_end does); a user paired between the look-up and the
-    lock is looked up again, now with its dialog.
+    Each step locks what it changes in the chat's lock order (dialogs.services); a user
+    paired between the look-up and the lock is looked up again, now with its dialog.
     """
     for _ in range(3):
         held = PoolUser.objects.filter(**user_filter, status__in=PoolUser.HELD).values_list("pk", "status").first()

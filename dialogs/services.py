@@ -1,4 +1,16 @@
-"""Dialog services: messages and the end of a dialog. Each runs in one transaction."""
+"""Dialog services: messages and the end of a dialog. Each runs in one transaction.
+
+LOCK ORDER. Every transaction of the chat takes its row locks in one order, so that none
+waits for another that waits for it (a /stop and the partner's disconnect, two batches):
+
+1. a server process's row (dialogs.pairing.process_release, releasing a dead process);
+2. dialogs, by primary key (`locked_dialogs`);
+3. then their users, by primary key (`_end`); a waiting user alone (pool_leave_waiting).
+
+Pool entry (matching.services) first takes its languages' advisory locks, in key order,
+and then locks only waiting users, skipping locked ones. A process's presence lock is a
+session lock on a connection of its own, outside every transaction (matching.processes).
+"""
 
 from __future__ import annotations
 
@@ -36,8 +48,8 @@ def check_active(dialog: Dialog) -> Dialog:
 
 
 def locked_dialogs(chats) -> dict[uuid.UUID, Dialog]:
-    """Dialogs locked in primary-key order (one order for every batch), with both
-    participants' channels, the addresses of the dialog's events."""
+    """Dialogs locked in primary-key order (LOCK ORDER above), with both participants'
+    channels, the addresses of the dialog's events."""
     dialogs = (
         Dialog.objects.select_for_update(of=("self",))
         .select_related("first", "second")
@@ -139,8 +151,7 @@ def _end(dialog: Dialog, *, ended_by, reason: str) -> list[Notice]:
     dialog.ended_by_id = ended_by
     dialog.last_seq += 1  # the 30 is the dialog's last event: nothing is sequenced after it
     dialog.save(update_fields=["status", "ended_at", "end_reason", "ended_by", "last_seq"])
-    # The dialog is locked first, then its users by primary key: the order in which the pool
-    # services lock them too, so that a stop and the partner's disconnect cannot deadlock.
+    # The dialog is locked; now its users (LOCK ORDER above).
     list(PoolUser.objects.select_for_update().filter(pk__in=[dialog.first_id, dialog.second_id]).order_by("pk"))
     PoolUser.objects.filter(
         pk__in=[dialog.first_id, dialog.second_id], status=PoolUser.Status.PAIRED

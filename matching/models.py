@@ -6,9 +6,10 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from chat.requests import DEFAULT_NAME, GENDERS, MAX_AGE, MAX_NAME_LENGTH
+from chat.requests import DEFAULT_NAME, GENDERS, MAX_AGE, MAX_LANGUAGE_LENGTH, MAX_NAME_LENGTH
 
 Gender = models.TextChoices("Gender", [(gender.upper(), gender) for gender in GENDERS])
+GENDER_LENGTH = max(len(gender) for gender in GENDERS)
 
 
 class ServerProcess(models.Model):
@@ -39,8 +40,14 @@ class PoolStatus(models.TextChoices):
     GONE = "gone", "connection gone"
 
 
+# Statuses of a user that waits in the pool (CLAIMED and PAIRING: earlier versions' waiting).
+IN_POOL = (PoolStatus.WAITING, PoolStatus.CLAIMED, PoolStatus.PAIRING)
 # Statuses in which the connection holds the user (at most one per connection).
-HELD = [PoolStatus.WAITING, PoolStatus.CLAIMED, PoolStatus.PAIRING, PoolStatus.PAIRED]
+HELD = [*IN_POOL, PoolStatus.PAIRED]
+# Statuses of earlier versions' two-phase pairing, in the middle of a claim.
+CLAIMING = (PoolStatus.CLAIMED, PoolStatus.PAIRING)
+# Statuses of a user who left the pool without a dialog.
+LEFT_POOL = (PoolStatus.CANCELLED, PoolStatus.GONE)
 
 
 class PoolUser(models.Model):
@@ -48,14 +55,16 @@ class PoolUser(models.Model):
 
     Status = PoolStatus
     HELD = HELD
-    IN_POOL = (Status.WAITING, Status.CLAIMED, Status.PAIRING)
+    IN_POOL = IN_POOL
+    CLAIMING = CLAIMING
+    LEFT_POOL = LEFT_POOL
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=MAX_NAME_LENGTH, default=DEFAULT_NAME)
-    language = models.CharField(max_length=3)
-    gender = models.CharField(max_length=6, choices=Gender.choices, null=True, blank=True)
+    language = models.CharField(max_length=MAX_LANGUAGE_LENGTH)
+    gender = models.CharField(max_length=GENDER_LENGTH, choices=Gender.choices, null=True, blank=True)
     age = models.PositiveSmallIntegerField(null=True, blank=True)
-    target_gender = models.CharField(max_length=6, choices=Gender.choices, null=True, blank=True)
+    target_gender = models.CharField(max_length=GENDER_LENGTH, choices=Gender.choices, null=True, blank=True)
     target_age_min = models.PositiveSmallIntegerField(null=True, blank=True)
     target_age_max = models.PositiveSmallIntegerField(null=True, blank=True)
     channel_name = models.CharField(max_length=200, db_index=True)

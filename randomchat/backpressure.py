@@ -14,6 +14,7 @@ import logging
 import time
 
 from django.conf import settings
+from twisted.internet.abstract import FileDescriptor
 
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def check_backlog(protocol, now: float) -> str | None:
     backlog = unsent_bytes(transport)
     if backlog > settings.RANDOMCHAT_SLOW_READER_BYTES:
         return f"unsent backlog of {backlog} bytes"
-    if backlog > getattr(transport, "bufferSize", 65536):
+    if backlog > getattr(transport, "bufferSize", FileDescriptor.bufferSize):
         since = getattr(protocol, "_randomchat_full_since", None)
         if since is None:
             protocol._randomchat_full_since = now

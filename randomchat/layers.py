@@ -100,6 +100,7 @@ class RedisChannelLayer(BaseRedisChannelLayer):
     receive_batch = 100  # messages one read takes at most after the first
     block_seconds = 2  # BZPOPMIN's wait: under redis-py's default socket timeout (5 s)
     stale_after = 300.0  # s with no receive() before a mailbox's consumer counts as stopped
+    redis_backoff = (0.1, 2.0)  # s: the first and the longest pause between tries while Redis is down
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -182,7 +183,7 @@ class RedisChannelLayer(BaseRedisChannelLayer):
         loop = asyncio.get_running_loop()
         channel = f"{CONSUMER_PREFIX}{self.client_prefix}!"
         key, index = self.prefix + channel, self.consistent_hash(channel)
-        backoff, failing = Backoff(0.1, 2.0), False
+        backoff, failing = Backoff(*self.redis_backoff), False
         next_sweep = loop.time() + self.expiry
         try:
             while local.mailboxes:
@@ -255,7 +256,7 @@ class RedisChannelLayer(BaseRedisChannelLayer):
 
     async def receive_through_redis(self, channel):
         """channels-redis's receive, which waits for Redis instead of raising while it is down."""
-        backoff = Backoff(0.1, 2.0)
+        backoff = Backoff(*self.redis_backoff)
         while True:
             try:
                 return await super().receive(channel)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlsplit
+from urllib.parse import urlparse
 
+from channels.security.websocket import OriginValidator
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
 logger = logging.getLogger(__name__)
+
+# RFC 6455 "policy violation"; a close before the handshake is accepted is HTTP 403 to the client.
+CLOSE_POLICY_VIOLATION = 1008
 
 
 def host_allowed(host: str | None) -> bool:
@@ -26,15 +30,25 @@ def host_allowed(host: str | None) -> bool:
     return bool(domain) and validate_host(domain, allowed)
 
 
+class OriginCheck(OriginValidator):
+    """channels' origin matching (scheme, host, port; `*`), for one handshake: the patterns are
+    the handshake's own host and RANDOMCHAT_ALLOWED_ORIGINS, and no Origin passes."""
+
+    def __init__(self, host: str | None):
+        own = [f"{scheme}://{host}" for scheme in ("http", "https")] if host else []
+        super().__init__(None, [*own, *settings.RANDOMCHAT_ALLOWED_ORIGINS])
+
+    def valid_origin(self, parsed_origin) -> bool:
+        # No Origin: not a browser (an app, a bot), which an origin check cannot hold back.
+        return parsed_origin is None or super().valid_origin(parsed_origin)
+
+
 def origin_allowed(origin: str | None, host: str | None) -> bool:
     """No Origin (a non-browser client), the same host, or a configured origin passes."""
-    if origin is None:
-        return True
-    allowed = settings.RANDOMCHAT_ALLOWED_ORIGINS
-    if "*" in allowed or origin in allowed:
-        return True
-    parsed = urlsplit(origin)
-    return bool(host) and parsed.netloc.lower() == host.lower()
+    try:
+        return OriginCheck(host).valid_origin(None if origin is None else urlparse(origin))
+    except ValueError:  # not a URL (a bad port, a broken IPv6 address)
+        return False
 
 
 def refusal(headers: dict[bytes, bytes]) -> str | None:
@@ -60,6 +74,6 @@ class OriginGuard:
             if reason is not None:
                 logger.info("websocket refused reason=%s", reason)
                 await receive()  # websocket.connect
-                await send({"type": "websocket.close", "code": 1008})
+                await send({"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION})
                 return
         return await self.app(scope, receive, send)

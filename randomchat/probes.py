@@ -124,7 +124,7 @@ async def _run(name: str, check, timeout: float) -> str:
 
 
 async def _health() -> dict:
-    timeout = float(getattr(settings, "RANDOMCHAT_HEALTHZ_TIMEOUT", 2.0))
+    timeout = settings.RANDOMCHAT_HEALTHZ_TIMEOUT
     database, layer = await asyncio.gather(
         _run("database", lambda: on_probe_thread(_database_check), timeout),
         _run("channel_layer", _layer_check, timeout),

@@ -1,6 +1,8 @@
 """Settings from the environment, with embedded defaults: SQLite and the in-memory layer.
 
 DATABASE_URL switches to PostgreSQL (or any dj-database-url URL), REDIS_URL to channels-redis.
+Every variable is read through randomchat.env, and a setting read from one bears its name;
+docs/DEPLOYMENT.md documents each (tests/face/test_deployment.py holds the two together).
 """
 
 import os
@@ -10,64 +12,45 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from .env import env_bool, env_float, env_int, env_list, env_rate, env_str
+from .stomp.parser import DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_LINE, DEFAULT_MAX_HEADERS
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-
-
-def env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
-def env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return default if value in (None, "") else int(value)
-
-
-def env_rate(name: str, per_second: float, burst: float) -> tuple[float, float]:
-    """A token bucket's (tokens per second, burst) from NAME_PER_S and NAME_BURST."""
-    return (
-        float(os.environ.get(f"{name}_PER_S") or per_second),
-        float(os.environ.get(f"{name}_BURST") or burst),
-    )
-
-
-def env_list(name: str, default: list[str]) -> list[str]:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 # DEBUG is on only in development: an explicit DJANGO_DEBUG=1, never by default in production.
 DEBUG = env_bool("DJANGO_DEBUG", False)
-PRODUCTION = env_bool("RANDOMCHAT_PRODUCTION", False)
+RANDOMCHAT_PRODUCTION = env_bool("RANDOMCHAT_PRODUCTION", False)
 
-SECRET_KEY = os.environ.get("SECRET_KEY", "")
+SECRET_KEY = env_str("SECRET_KEY", "")
 if not SECRET_KEY:
-    if PRODUCTION:
+    if RANDOMCHAT_PRODUCTION:
         raise ImproperlyConfigured("SECRET_KEY must be set when RANDOMCHAT_PRODUCTION is on")
     # Django's own prefix for a key it generated for development: `check --deploy` flags it.
     SECRET_KEY = "django-insecure-randomchat-development-key-not-for-production-use-0123456789"
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 
-if PRODUCTION:
+# Read in every mode, so that every variable is read (randomchat.env); in force in production.
+RANDOMCHAT_SSL_REDIRECT = env_bool("RANDOMCHAT_SSL_REDIRECT", True)
+RANDOMCHAT_HSTS_SECONDS = env_int("RANDOMCHAT_HSTS_SECONDS", 365 * 24 * 3600)
+if RANDOMCHAT_PRODUCTION:
     # Behind a TLS-terminating proxy (docs/DEPLOYMENT.md); health checks stay plain HTTP.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SECURE_SSL_REDIRECT = env_bool("RANDOMCHAT_SSL_REDIRECT", True)
-    SECURE_HSTS_SECONDS = env_int("RANDOMCHAT_HSTS_SECONDS", 31536000)
+    SECURE_SSL_REDIRECT = RANDOMCHAT_SSL_REDIRECT
+    SECURE_HSTS_SECONDS = RANDOMCHAT_HSTS_SECONDS
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
 # daphne's access log (client IP addresses): a file, or "-" for stdout; empty is off (accesslog.py).
-RANDOMCHAT_ACCESS_LOG = os.environ.get("RANDOMCHAT_ACCESS_LOG", "")
+RANDOMCHAT_ACCESS_LOG = env_str("RANDOMCHAT_ACCESS_LOG", "")
 # Who may read /metrics and the reasons of a failed /healthz (probes.py): a bearer token, or
 # peer addresses/networks when no proxy header says the request came through one.
-RANDOMCHAT_METRICS_TOKEN = os.environ.get("RANDOMCHAT_METRICS_TOKEN", "")
+RANDOMCHAT_METRICS_TOKEN = env_str("RANDOMCHAT_METRICS_TOKEN", "")
 RANDOMCHAT_METRICS_ALLOW = env_list("RANDOMCHAT_METRICS_ALLOW", ["127.0.0.1", "::1"])
+# Seconds /healthz waits for the database and the channel layer before it says unavailable.
+RANDOMCHAT_HEALTHZ_TIMEOUT = env_float("RANDOMCHAT_HEALTHZ_TIMEOUT", 2)
 # Extra WebSocket origins allowed besides the host itself (e.g. https://chat.example.com).
 RANDOMCHAT_ALLOWED_ORIGINS = env_list("RANDOMCHAT_ALLOWED_ORIGINS", [])
 
@@ -116,22 +99,25 @@ TEMPLATES = [
 
 ASGI_APPLICATION = "randomchat.asgi.application"
 
-SQLITE_PATH = os.environ.get("RANDOMCHAT_SQLITE_PATH", str(BASE_DIR / "db.sqlite3"))
+DATABASE_URL = env_str("DATABASE_URL", "")
+RANDOMCHAT_SQLITE_PATH = env_str("RANDOMCHAT_SQLITE_PATH", str(BASE_DIR / "db.sqlite3"))
 # Test databases are per test run (pid), so that concurrent runs on one machine never share one.
 _TEST_DB_SUFFIX = f"{os.getpid()}"
-if os.environ.get("DATABASE_URL"):
+# A file, so that a daphne process started by the tests shares the test database.
+RANDOMCHAT_SQLITE_TEST_PATH = env_str(
+    "RANDOMCHAT_SQLITE_TEST_PATH", f"{tempfile.gettempdir()}/randomchat-test-{_TEST_DB_SUFFIX}.sqlite3"
+)
+if DATABASE_URL:
     # Persistent connections: channels' database_sync_to_async closes a connection after
     # every call unless it may live on, and a new PostgreSQL connection per action is slow.
     # Health checks replace a connection that broke (a database restart) on its next use.
-    DATABASES = {
-        "default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=600, conn_health_checks=True)
-    }
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=600, conn_health_checks=True)}
     DATABASES["default"]["TEST"] = {"NAME": f"test_randomchat_{_TEST_DB_SUFFIX}"}
 else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": SQLITE_PATH,
+            "NAME": RANDOMCHAT_SQLITE_PATH,
             "CONN_MAX_AGE": None,
             # IMMEDIATE: racing writers wait for the lock instead of failing mid-transaction.
             # WAL with synchronous=NORMAL: a commit does not wait for fsync (durable across a
@@ -141,17 +127,14 @@ else:
                 "timeout": 20,
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             },
-            # A file, so that a daphne process started by the tests shares the test database.
-            "TEST": {
-                "NAME": os.environ.get(
-                    "RANDOMCHAT_SQLITE_TEST_PATH", f"{tempfile.gettempdir()}/randomchat-test-{_TEST_DB_SUFFIX}.sqlite3"
-                )
-            },
+            "TEST": {"NAME": RANDOMCHAT_SQLITE_TEST_PATH},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = os.environ.get("REDIS_URL", "")
+REDIS_URL = env_str("REDIS_URL", "")
+# Messages a channel holds for its consumer, in Redis or in memory.
+LAYER_CAPACITY = 1000
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -160,13 +143,13 @@ if REDIS_URL:
                 # redis-py's default socket timeout (5 s) equals channels-redis's blocking read
                 # (5 s): an idle connection's receive would then fail with TimeoutError.
                 "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
-                "capacity": 1000,
+                "capacity": LAYER_CAPACITY,
                 "expiry": 30,
             },
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": LAYER_CAPACITY}}}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -184,31 +167,34 @@ STATICFILES_DIRS = [
 WHITENOISE_USE_FINDERS = True
 
 # The STOMP layer. Every limit can be set from the environment.
-STOMP_HEARTBEAT = (
+# The server's heart-beat wish (ms): (RANDOMCHAT_HEARTBEAT_SEND_MS, RANDOMCHAT_HEARTBEAT_RECEIVE_MS).
+RANDOMCHAT_HEARTBEAT = (
     env_int("RANDOMCHAT_HEARTBEAT_SEND_MS", 10000),
     env_int("RANDOMCHAT_HEARTBEAT_RECEIVE_MS", 10000),
 )
-STOMP_HEARTBEAT_GRACE = 3  # silent client intervals before the connection is dropped
-STOMP_CONNECT_TIMEOUT = float(os.environ.get("RANDOMCHAT_CONNECT_TIMEOUT", "10"))
+# Silent client heart-beat intervals before the connection is dropped.
+RANDOMCHAT_HEARTBEAT_GRACE = env_float("RANDOMCHAT_HEARTBEAT_GRACE", 3)
+RANDOMCHAT_CONNECT_TIMEOUT = env_float("RANDOMCHAT_CONNECT_TIMEOUT", 10)
 # Seconds a frame may take from its first byte to its NUL; 0 = no limit.
-STOMP_FRAME_TIMEOUT = float(os.environ.get("RANDOMCHAT_FRAME_TIMEOUT", "30"))
+RANDOMCHAT_FRAME_TIMEOUT = env_float("RANDOMCHAT_FRAME_TIMEOUT", 30)
 # Seconds a connection with heart-beats off may send nothing while it is in no dialog and
 # not in the pool; 0 = no limit.
-STOMP_IDLE_TIMEOUT = float(os.environ.get("RANDOMCHAT_IDLE_TIMEOUT", "300"))
+RANDOMCHAT_IDLE_TIMEOUT = env_float("RANDOMCHAT_IDLE_TIMEOUT", 300)
 # Bytes one connection may make the server hold: the frame being received, the frames of
 # its open transactions and the events waiting for its SUBSCRIBE (stomp_consumer.held_size).
-STOMP_MAX_CONNECTION_BYTES = env_int("RANDOMCHAT_MAX_CONNECTION_BYTES", 256 * 1024)
-STOMP_MAX_FRAME_SIZE = env_int("RANDOMCHAT_MAX_FRAME_SIZE", 64 * 1024)
-STOMP_MAX_HEADERS = env_int("RANDOMCHAT_MAX_HEADERS", 100)
-STOMP_MAX_HEADER_LINE = env_int("RANDOMCHAT_MAX_HEADER_LINE", 8 * 1024)
-STOMP_MAX_PENDING_EVENTS = env_int("RANDOMCHAT_MAX_PENDING_EVENTS", 100)
-STOMP_MAX_SUBSCRIPTIONS = env_int("RANDOMCHAT_MAX_SUBSCRIPTIONS", 16)
-STOMP_MAX_TRANSACTIONS = env_int("RANDOMCHAT_MAX_TRANSACTIONS", 8)
-STOMP_MAX_TRANSACTION_FRAMES = env_int("RANDOMCHAT_MAX_TRANSACTION_FRAMES", 64)
+RANDOMCHAT_MAX_CONNECTION_BYTES = env_int("RANDOMCHAT_MAX_CONNECTION_BYTES", 256 * 1024)
+RANDOMCHAT_MAX_FRAME_SIZE = env_int("RANDOMCHAT_MAX_FRAME_SIZE", DEFAULT_MAX_FRAME_SIZE)
+RANDOMCHAT_MAX_HEADERS = env_int("RANDOMCHAT_MAX_HEADERS", DEFAULT_MAX_HEADERS)
+RANDOMCHAT_MAX_HEADER_LINE = env_int("RANDOMCHAT_MAX_HEADER_LINE", DEFAULT_MAX_HEADER_LINE)
+RANDOMCHAT_MAX_PENDING_EVENTS = env_int("RANDOMCHAT_MAX_PENDING_EVENTS", 100)
+RANDOMCHAT_MAX_SUBSCRIPTIONS = env_int("RANDOMCHAT_MAX_SUBSCRIPTIONS", 16)
+RANDOMCHAT_MAX_TRANSACTIONS = env_int("RANDOMCHAT_MAX_TRANSACTIONS", 8)
+RANDOMCHAT_MAX_TRANSACTION_FRAMES = env_int("RANDOMCHAT_MAX_TRANSACTION_FRAMES", 64)
 
 # The chat.
 RANDOMCHAT_MAX_CONTENT_LENGTH = env_int("RANDOMCHAT_MAX_CONTENT_LENGTH", 4096)
 
+RANDOMCHAT_LOG_LEVEL = env_str("RANDOMCHAT_LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -217,19 +203,19 @@ LOGGING = {
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["no_client_text"]}
     },
-    "root": {"handlers": ["console"], "level": os.environ.get("RANDOMCHAT_LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": RANDOMCHAT_LOG_LEVEL},
     "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
 }
 # Each process beats this often (s); one silent for RANDOMCHAT_PROCESS_TIMEOUT is dead and
 # its users are released (their partners get 30 "disconnect").
-RANDOMCHAT_PROCESS_HEARTBEAT = float(os.environ.get("RANDOMCHAT_PROCESS_HEARTBEAT", "5"))
-RANDOMCHAT_PROCESS_TIMEOUT = float(os.environ.get("RANDOMCHAT_PROCESS_TIMEOUT", "20"))
+RANDOMCHAT_PROCESS_HEARTBEAT = env_float("RANDOMCHAT_PROCESS_HEARTBEAT", 5)
+RANDOMCHAT_PROCESS_TIMEOUT = env_float("RANDOMCHAT_PROCESS_TIMEOUT", 20)
 # PROTOCOL.md §7.3: a user who has waited this long (s) leaves the pool with 30 "timeout";
 # 0 = never. Checked by the process that holds the user, once per heartbeat.
-RANDOMCHAT_MAX_WAIT = float(os.environ.get("RANDOMCHAT_MAX_WAIT", "600"))
+RANDOMCHAT_MAX_WAIT = env_float("RANDOMCHAT_MAX_WAIT", 600)
 # PROTOCOL.md §7.2: two connections whose dialog ended within this many seconds are not
 # paired with each other again (they keep waiting); 0 = no such rule.
-RANDOMCHAT_REMATCH_WINDOW = float(os.environ.get("RANDOMCHAT_REMATCH_WINDOW", "300"))
+RANDOMCHAT_REMATCH_WINDOW = env_float("RANDOMCHAT_REMATCH_WINDOW", 300)
 # The longest grace a connection may ask for with CONNECT's resume-grace (PROTOCOL.md §7.1); 0 = no resume.
 RANDOMCHAT_RESUME_GRACE_MAX = env_int("RANDOMCHAT_RESUME_GRACE_MAX", 120)
 
@@ -251,14 +237,14 @@ RANDOMCHAT_INBOUND_BYTES = env_rate("RANDOMCHAT_INBOUND_BYTES", 256 * 1024, 1024
 RANDOMCHAT_INBOUND_QUEUE = env_int("RANDOMCHAT_INBOUND_QUEUE", 32)
 # How long a connection holds a dialog's event that came before an earlier one (seconds):
 # past that, the earlier one is taken as lost (a process died between commit and send).
-RANDOMCHAT_ORDER_GAP_SECONDS = float(os.environ.get("RANDOMCHAT_ORDER_GAP_SECONDS", "5"))
+RANDOMCHAT_ORDER_GAP_SECONDS = env_float("RANDOMCHAT_ORDER_GAP_SECONDS", 5)
 # How long a notice is tried again, in the background, while the channel layer (Redis) is
 # unavailable; the actions of the chat are refused with `unavailable` meanwhile.
-RANDOMCHAT_LAYER_RETRY_SECONDS = float(os.environ.get("RANDOMCHAT_LAYER_RETRY_SECONDS", "300"))
+RANDOMCHAT_LAYER_RETRY_SECONDS = env_float("RANDOMCHAT_LAYER_RETRY_SECONDS", 300)
 # Slow readers: a connection whose unsent bytes pass this bound, or whose send buffer stays
 # full this long, is closed (Spring: 512 KiB, 10 s).
 RANDOMCHAT_SLOW_READER_BYTES = env_int("RANDOMCHAT_SLOW_READER_BYTES", 512 * 1024)
-RANDOMCHAT_SLOW_READER_SECONDS = float(os.environ.get("RANDOMCHAT_SLOW_READER_SECONDS", "10"))
+RANDOMCHAT_SLOW_READER_SECONDS = env_float("RANDOMCHAT_SLOW_READER_SECONDS", 10)
 
 # Moderation (moderation/). /report per connection: (per second, burst).
 RANDOMCHAT_RATE_REPORT = env_rate("RANDOMCHAT_RATE_REPORT", 0.1, 5)
@@ -266,4 +252,4 @@ RANDOMCHAT_RATE_REPORT = env_rate("RANDOMCHAT_RATE_REPORT", 0.1, 5)
 # peer otherwise. Addresses are kept only as an HMAC keyed by RANDOMCHAT_ADDRESS_KEY (default:
 # derived from SECRET_KEY; set it so that bans outlive a SECRET_KEY rotation).
 RANDOMCHAT_TRUSTED_PROXIES = env_list("RANDOMCHAT_TRUSTED_PROXIES", [])
-RANDOMCHAT_ADDRESS_KEY = os.environ.get("RANDOMCHAT_ADDRESS_KEY", "")
+RANDOMCHAT_ADDRESS_KEY = env_str("RANDOMCHAT_ADDRESS_KEY", "")

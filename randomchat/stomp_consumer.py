@@ -116,9 +116,9 @@ class StompConsumer(AsyncWebsocketConsumer):
         # Until CONNECT nothing is escaped (CONNECT itself never is); then the negotiated version.
         self.parser = FrameParser(
             version="1.0",
-            max_frame_size=settings.STOMP_MAX_FRAME_SIZE,
-            max_headers=settings.STOMP_MAX_HEADERS,
-            max_header_line=settings.STOMP_MAX_HEADER_LINE,
+            max_frame_size=settings.RANDOMCHAT_MAX_FRAME_SIZE,
+            max_headers=settings.RANDOMCHAT_MAX_HEADERS,
+            max_header_line=settings.RANDOMCHAT_MAX_HEADER_LINE,
         )
         self.subscriptions: dict[str, str] = {}
         self.frame_bucket = TokenBucket(*settings.RANDOMCHAT_RATE_FRAME)  # every frame, heart-beats too
@@ -128,7 +128,7 @@ class StompConsumer(AsyncWebsocketConsumer):
         self.pending_bytes = 0  # the bodies of self.pending_events
         self.message_ids = itertools.count(1)
         self.heartbeat = HeartbeatMonitor(self)
-        self.heartbeat.expect_connect(settings.STOMP_CONNECT_TIMEOUT)
+        self.heartbeat.expect_connect(settings.RANDOMCHAT_CONNECT_TIMEOUT)
         subprotocol = select_subprotocol(self.scope.get("subprotocols") or [])
         await self.accept(subprotocol=subprotocol)
 
@@ -159,7 +159,7 @@ class StompConsumer(AsyncWebsocketConsumer):
         data = text_data.encode() if text_data is not None else bytes_data or b""
         try:
             for item in self.parser.frames(data, now):
-                if self.held_bytes() > settings.STOMP_MAX_CONNECTION_BYTES:
+                if self.held_bytes() > settings.RANDOMCHAT_MAX_CONNECTION_BYTES:
                     break
                 if not self.frame_bucket.take(now):
                     await self.reject_frame_rate()
@@ -172,7 +172,7 @@ class StompConsumer(AsyncWebsocketConsumer):
             kind = "frame_too_large" if isinstance(exc, FrameTooLarge) else "malformed_frame"
             await self.reject(exc.reason, detail=exc.detail, kind=kind)
             return
-        if self.held_bytes() > settings.STOMP_MAX_CONNECTION_BYTES:
+        if self.held_bytes() > settings.RANDOMCHAT_MAX_CONNECTION_BYTES:
             await self.reject(self._memory_limit_reason(), kind="limit_exceeded")
 
     def held_bytes(self) -> int:
@@ -182,7 +182,7 @@ class StompConsumer(AsyncWebsocketConsumer):
 
     @staticmethod
     def _memory_limit_reason() -> str:
-        return f"More than {settings.STOMP_MAX_CONNECTION_BYTES} bytes buffered for this connection"
+        return f"More than {settings.RANDOMCHAT_MAX_CONNECTION_BYTES} bytes buffered for this connection"
 
     async def reject_frame_rate(self) -> None:
         """Reject a client over RANDOMCHAT_RATE_FRAME."""
@@ -232,14 +232,14 @@ class StompConsumer(AsyncWebsocketConsumer):
                 kind="version_mismatch",
             )
         client_heartbeat = parse_heartbeat(frame.get(f.HDR_HEART_BEAT)) if version != "1.0" else (0, 0)
-        server_heartbeat = tuple(settings.STOMP_HEARTBEAT) if version != "1.0" else (0, 0)
+        server_heartbeat = tuple(settings.RANDOMCHAT_HEARTBEAT) if version != "1.0" else (0, 0)
         self.version = self.parser.version = version
         self.heartbeat.start(
             Deadlines.negotiated(
                 *negotiate_heartbeat(client_heartbeat, server_heartbeat),
-                grace=settings.STOMP_HEARTBEAT_GRACE,
-                frame=settings.STOMP_FRAME_TIMEOUT,
-                idle=settings.STOMP_IDLE_TIMEOUT,
+                grace=settings.RANDOMCHAT_HEARTBEAT_GRACE,
+                frame=settings.RANDOMCHAT_FRAME_TIMEOUT,
+                idle=settings.RANDOMCHAT_IDLE_TIMEOUT,
             )
         )
         await self.send_frame(
@@ -270,8 +270,9 @@ class StompConsumer(AsyncWebsocketConsumer):
             raise ProtocolError("Subscription id already in use", sub_id)
         if destination != self.event_destination:
             raise ProtocolError("Unknown destination", destination, kind="unknown_destination")
-        if len(self.subscriptions) >= settings.STOMP_MAX_SUBSCRIPTIONS:
-            raise ProtocolError(f"More than {settings.STOMP_MAX_SUBSCRIPTIONS} subscriptions", kind="limit_exceeded")
+        limit = settings.RANDOMCHAT_MAX_SUBSCRIPTIONS
+        if len(self.subscriptions) >= limit:
+            raise ProtocolError(f"More than {limit} subscriptions", kind="limit_exceeded")
         self.subscriptions[sub_id] = destination
         pending, self.pending_events, self.pending_bytes = self.pending_events, [], 0
         for event in pending:
@@ -297,8 +298,9 @@ class StompConsumer(AsyncWebsocketConsumer):
         name = self._required(frame, f.HDR_TRANSACTION)
         if name in self.transactions:
             raise ProtocolError("Transaction already open", name)
-        if len(self.transactions) >= settings.STOMP_MAX_TRANSACTIONS:
-            raise ProtocolError(f"More than {settings.STOMP_MAX_TRANSACTIONS} open transactions", kind="limit_exceeded")
+        limit = settings.RANDOMCHAT_MAX_TRANSACTIONS
+        if len(self.transactions) >= limit:
+            raise ProtocolError(f"More than {limit} open transactions", kind="limit_exceeded")
         self.transactions[name] = []
 
     async def frame_commit(self, frame: Frame) -> None:
@@ -321,10 +323,10 @@ class StompConsumer(AsyncWebsocketConsumer):
         frames = self.transactions.get(name)
         if frames is None:
             raise ProtocolError("No open transaction", name)
-        if len(frames) >= settings.STOMP_MAX_TRANSACTION_FRAMES:
-            raise ProtocolError(f"More than {settings.STOMP_MAX_TRANSACTION_FRAMES} frames in transaction", name)
+        if len(frames) >= settings.RANDOMCHAT_MAX_TRANSACTION_FRAMES:
+            raise ProtocolError(f"More than {settings.RANDOMCHAT_MAX_TRANSACTION_FRAMES} frames in transaction", name)
         size = held_size(frame)
-        if self.held_bytes() + size > settings.STOMP_MAX_CONNECTION_BYTES:
+        if self.held_bytes() + size > settings.RANDOMCHAT_MAX_CONNECTION_BYTES:
             raise ProtocolError(self._memory_limit_reason(), kind="limit_exceeded")
         frames.append(frame)
         self.transaction_bytes += size
@@ -383,7 +385,7 @@ class StompConsumer(AsyncWebsocketConsumer):
         await self.send_frame(frame)
 
     async def session_active(self) -> bool:
-        """Whether a client with heart-beats off may stay silent past STOMP_IDLE_TIMEOUT."""
+        """Whether a client with heart-beats off may stay silent past RANDOMCHAT_IDLE_TIMEOUT."""
         return False
 
     # Outbound
@@ -403,15 +405,15 @@ class StompConsumer(AsyncWebsocketConsumer):
             return
         targets = [sub_id for sub_id, dest in self.subscriptions.items() if dest == self.event_destination]
         if not targets:
-            if len(self.pending_events) >= settings.STOMP_MAX_PENDING_EVENTS:
+            if len(self.pending_events) >= settings.RANDOMCHAT_MAX_PENDING_EVENTS:
                 await self.reject(
-                    f"More than {settings.STOMP_MAX_PENDING_EVENTS} events wait for a SUBSCRIBE "
+                    f"More than {settings.RANDOMCHAT_MAX_PENDING_EVENTS} events wait for a SUBSCRIBE "
                     f"to {self.event_destination}",
                     kind="limit_exceeded",
                 )
                 return
             size = len(event["body"])
-            if self.held_bytes() + size > settings.STOMP_MAX_CONNECTION_BYTES:
+            if self.held_bytes() + size > settings.RANDOMCHAT_MAX_CONNECTION_BYTES:
                 await self.reject(self._memory_limit_reason(), kind="limit_exceeded")
                 return
             self.pending_events.append(event)

@@ -96,7 +96,7 @@ async def test_an_invalid_heart_beat_header_is_an_error(stomp, value):
 
 @pytest.mark.parametrize("version", ["1.1", "1.2"])
 async def test_connected_states_the_configured_server_wish(stomp, version):
-    with override_settings(STOMP_HEARTBEAT=(2500, 7500)):
+    with override_settings(RANDOMCHAT_HEARTBEAT=(2500, 7500)):
         client = await stomp()
         connected = await client.connect(accept_version=version, heart_beat="100,100")
     assert connected.get("heart-beat") == "2500,7500"
@@ -119,7 +119,7 @@ async def _collect(client, seconds):
 
 
 async def test_the_server_sends_eols_on_time_when_idle(stomp):
-    with override_settings(STOMP_HEARTBEAT=(100, 0)):
+    with override_settings(RANDOMCHAT_HEARTBEAT=(100, 0)):
         client = await stomp()
         await client.connect(heart_beat="0,100")
         items = await _collect(client, 1.0)
@@ -131,7 +131,7 @@ async def test_the_server_sends_eols_on_time_when_idle(stomp):
 
 
 async def test_a_heart_beat_follows_the_last_frame_once_idle(stomp):
-    with override_settings(STOMP_HEARTBEAT=(200, 0)):
+    with override_settings(RANDOMCHAT_HEARTBEAT=(200, 0)):
         client = await stomp()
         await client.connect(heart_beat="0,200")
         await client.send("SUBSCRIBE", [("id", "1"), ("destination", "/user/dialog"), ("receipt", "r")])
@@ -142,7 +142,7 @@ async def test_a_heart_beat_follows_the_last_frame_once_idle(stomp):
 
 async def test_a_silent_client_is_dropped_after_three_intervals(stomp, caplog):
     caplog.set_level(logging.INFO)
-    with override_settings(STOMP_HEARTBEAT=(0, 100)):
+    with override_settings(RANDOMCHAT_HEARTBEAT=(0, 100)):
         client = await stomp()
         await client.connect(heart_beat="100,0")
         items = await _collect(client, 1.5)
@@ -156,7 +156,7 @@ async def test_a_silent_client_is_dropped_after_three_intervals(stomp, caplog):
 
 @pytest.mark.parametrize("keepalive", [b"\n", b"\r\n"])
 async def test_inbound_eols_keep_the_connection_alive(stomp, keepalive):
-    with override_settings(STOMP_HEARTBEAT=(0, 100)):
+    with override_settings(RANDOMCHAT_HEARTBEAT=(0, 100)):
         client = await stomp()
         await client.connect(heart_beat="100,0")
         for _ in range(12):  # 1.2 s, four times the grace
@@ -167,7 +167,7 @@ async def test_inbound_eols_keep_the_connection_alive(stomp, keepalive):
 
 
 async def test_any_inbound_byte_resets_the_read_timer(stomp):
-    with override_settings(STOMP_HEARTBEAT=(0, 100)):
+    with override_settings(RANDOMCHAT_HEARTBEAT=(0, 100)):
         client = await stomp()
         await client.connect(heart_beat="100,0")
         frame = b"ACK\nid:1\n\n\x00"
@@ -190,7 +190,7 @@ async def test_any_inbound_byte_resets_the_read_timer(stomp):
     ],
 )
 async def test_heart_beats_on_the_wire_for_every_zero_case(stomp, client_hb, server_hb, sends, drops):
-    with override_settings(STOMP_HEARTBEAT=server_hb):
+    with override_settings(RANDOMCHAT_HEARTBEAT=server_hb):
         client = await stomp()
         await client.connect(heart_beat=client_hb)
         items = await _collect(client, 0.7)
@@ -202,7 +202,7 @@ async def test_heart_beats_on_the_wire_for_every_zero_case(stomp, client_hb, ser
 
 
 async def test_a_1_0_client_gets_no_heart_beats(stomp):
-    with override_settings(STOMP_HEARTBEAT=(100, 100)):
+    with override_settings(RANDOMCHAT_HEARTBEAT=(100, 100)):
         client = await stomp()
         await client.connect(accept_version="1.0", heart_beat="100,100")
         await client.expect_nothing(0.5)
@@ -213,7 +213,7 @@ async def test_a_1_0_client_gets_no_heart_beats(stomp):
 
 async def test_no_connect_within_the_timeout_closes(stomp, caplog):
     caplog.set_level(logging.INFO)
-    with override_settings(STOMP_CONNECT_TIMEOUT=0.2):
+    with override_settings(RANDOMCHAT_CONNECT_TIMEOUT=0.2):
         client = await stomp()
         await client.send_bytes(b"\n")  # heart-beats are not a CONNECT
         assert await client.expect_closed(timeout=2) == CLOSE_POLICY
@@ -222,14 +222,14 @@ async def test_no_connect_within_the_timeout_closes(stomp, caplog):
 
 
 async def test_a_partial_connect_does_not_beat_the_timeout(stomp):
-    with override_settings(STOMP_CONNECT_TIMEOUT=0.2):
+    with override_settings(RANDOMCHAT_CONNECT_TIMEOUT=0.2):
         client = await stomp()
         await client.send_bytes(b"CONNECT\naccept-")
         assert await client.expect_closed(timeout=2) == CLOSE_POLICY
 
 
 async def test_a_connect_in_time_cancels_the_timeout(stomp):
-    with override_settings(STOMP_CONNECT_TIMEOUT=0.2, STOMP_HEARTBEAT=(0, 0)):
+    with override_settings(RANDOMCHAT_CONNECT_TIMEOUT=0.2, RANDOMCHAT_HEARTBEAT=(0, 0)):
         client = await stomp()
         await client.connect()
         await client.expect_nothing(0.5)

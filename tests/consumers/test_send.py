@@ -170,7 +170,7 @@ async def test_a_duplicate_begin_is_an_error(stomp):
 
 
 async def test_the_open_transaction_limit(stomp):
-    with override_settings(STOMP_MAX_TRANSACTIONS=2):
+    with override_settings(RANDOMCHAT_MAX_TRANSACTIONS=2):
         client = await stomp(connect=True)
         await client.send("BEGIN", [("transaction", "1")])
         await client.send("BEGIN", [("transaction", "2"), ("receipt", "2")])
@@ -180,7 +180,7 @@ async def test_the_open_transaction_limit(stomp):
 
 
 async def test_the_frames_per_transaction_limit(stomp):
-    with override_settings(STOMP_MAX_TRANSACTION_FRAMES=2):
+    with override_settings(RANDOMCHAT_MAX_TRANSACTION_FRAMES=2):
         client = await stomp(connect=True)
         await client.send("BEGIN", [("transaction", "tx")])
         for i in range(2):

@@ -108,7 +108,7 @@ async def test_subscribe_to_an_unknown_destination_is_an_error(stomp, destinatio
 
 
 async def test_the_subscription_limit(stomp):
-    with override_settings(STOMP_MAX_SUBSCRIPTIONS=2):
+    with override_settings(RANDOMCHAT_MAX_SUBSCRIPTIONS=2):
         client = await stomp(connect=True)
         await client.subscribe("1", receipt="r1")
         await client.subscribe("2", receipt="r2")
@@ -170,7 +170,7 @@ async def test_events_before_subscribe_are_delivered_when_it_subscribes(stomp):
 
 
 async def test_pending_events_are_bounded(stomp, caplog):
-    with override_settings(STOMP_MAX_PENDING_EVENTS=2):
+    with override_settings(RANDOMCHAT_MAX_PENDING_EVENTS=2):
         client = await stomp(connect=True)
         await refuse_start(client, receipt="1")
         await refuse_start(client, receipt="2")

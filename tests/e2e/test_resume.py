@@ -8,6 +8,7 @@ import urllib.request
 
 import pytest
 from channels.db import database_sync_to_async
+from django.db import connections
 from prometheus_client.parser import text_string_to_metric_families
 
 from matching.models import PoolUser
@@ -22,6 +23,14 @@ SERVER_ENV = {
     "RANDOMCHAT_REMATCH_WINDOW": "0",
     "RANDOMCHAT_PROCESS_HEARTBEAT": "0.5",
 }
+
+
+def stored_user(pk) -> PoolUser:
+    """The row, read on asgiref's thread, whose connection must not outlive the test database."""
+    try:
+        return PoolUser.objects.get(pk=pk)
+    finally:
+        connections.close_all()
 
 
 def metric(server, name: str) -> float:
@@ -94,7 +103,7 @@ async def test_the_token_goes_to_its_owner_only_and_only_its_hash_is_stored(star
         assert len(verifier) * 6 >= 128  # base64url: 6 bits a character
         assert "resumeToken" not in ten_b.service  # B asked for no grace, and never sees A's
         assert token.encode() not in b"".join(f.body for f in b.frames)
-        stored = await database_sync_to_async(PoolUser.objects.get)(pk=ten_a.sender)
+        stored = await database_sync_to_async(stored_user)(ten_a.sender)
         assert stored.resume_selector == selector
         assert stored.resume_verifier == hashlib.sha256(verifier.encode()).hexdigest()
         assert verifier not in {str(getattr(stored, f.attname)) for f in PoolUser._meta.fields}

@@ -31,7 +31,7 @@ def frame_cost(transaction: str, body: str) -> int:
 # In process
 
 
-@override_settings(STOMP_MAX_CONNECTION_BYTES=20_000)
+@override_settings(RANDOMCHAT_MAX_CONNECTION_BYTES=20_000)
 async def test_transactions_are_bounded_by_bytes__abort_frees_them(chat):
     client = await chat()
     body = "x" * 4000
@@ -50,7 +50,7 @@ async def test_transactions_are_bounded_by_bytes__abort_frees_them(chat):
     assert error.get("receipt-id") is None
 
 
-@override_settings(STOMP_MAX_CONNECTION_BYTES=20_000)
+@override_settings(RANDOMCHAT_MAX_CONNECTION_BYTES=20_000)
 async def test_many_tiny_frames_count_what_they_cost_not_their_wire_bytes(chat):
     client = await chat()
     await client.send("BEGIN", [("transaction", "t")])
@@ -63,7 +63,7 @@ async def test_many_tiny_frames_count_what_they_cost_not_their_wire_bytes(chat):
     await client.expect_error("More than 20000 bytes buffered")
 
 
-@override_settings(STOMP_MAX_CONNECTION_BYTES=20_000)
+@override_settings(RANDOMCHAT_MAX_CONNECTION_BYTES=20_000)
 async def test_a_partial_frame_counts_with_the_transactions(chat):
     client = await chat()
     await client.send("BEGIN", [("transaction", "t")])
@@ -73,7 +73,7 @@ async def test_a_partial_frame_counts_with_the_transactions(chat):
     await client.expect_error("More than 20000 bytes buffered")
 
 
-@override_settings(STOMP_MAX_CONNECTION_BYTES=20_000, STOMP_MAX_PENDING_EVENTS=1000)
+@override_settings(RANDOMCHAT_MAX_CONNECTION_BYTES=20_000, RANDOMCHAT_MAX_PENDING_EVENTS=1000)
 async def test_events_waiting_for_a_subscribe_count_too(chat):
     a, b = await chat(), await chat()
     event_a, _ = await pair(a, b)

@@ -11,28 +11,28 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
 
 async def test_frame_size_limit__error_then_close(chat):
-    with override_settings(STOMP_MAX_FRAME_SIZE=1024):
+    with override_settings(RANDOMCHAT_MAX_FRAME_SIZE=1024):
         client = await chat()
         await client.send("SEND", [("destination", "/message")], "x" * 1100)
         await client.expect_error("exceeds the size limit of 1024 bytes")
 
 
 async def test_header_count_limit(chat):
-    with override_settings(STOMP_MAX_HEADERS=5):
+    with override_settings(RANDOMCHAT_MAX_HEADERS=5):
         client = await chat()
         await client.send("SEND", [("destination", "/message")] + [(f"h{i}", "v") for i in range(6)], "{}")
         await client.expect_error("More than 5 headers")
 
 
 async def test_header_line_limit(chat):
-    with override_settings(STOMP_MAX_HEADER_LINE=100):
+    with override_settings(RANDOMCHAT_MAX_HEADER_LINE=100):
         client = await chat()
         await client.send("SEND", [("destination", "/message"), ("x", "y" * 200)], "{}")
         await client.expect_error("Header line longer than 100 bytes")
 
 
 async def test_pending_events_limit(stomp):
-    with override_settings(STOMP_MAX_PENDING_EVENTS=3):
+    with override_settings(RANDOMCHAT_MAX_PENDING_EVENTS=3):
         client = await stomp()
         await client.connect()
         for _ in range(3):
@@ -43,7 +43,7 @@ async def test_pending_events_limit(stomp):
 
 
 async def test_subscription_limit(chat):
-    with override_settings(STOMP_MAX_SUBSCRIPTIONS=2):
+    with override_settings(RANDOMCHAT_MAX_SUBSCRIPTIONS=2):
         client = await chat()  # holds one subscription
         await client.subscribe("second", receipt="s2")
         await client.send("SUBSCRIBE", [("id", "third"), ("destination", "/user/dialog")])
@@ -51,7 +51,7 @@ async def test_subscription_limit(chat):
 
 
 async def test_transaction_limit(chat):
-    with override_settings(STOMP_MAX_TRANSACTIONS=2):
+    with override_settings(RANDOMCHAT_MAX_TRANSACTIONS=2):
         client = await chat()
         await client.send("BEGIN", [("transaction", "t1")])
         await client.send("BEGIN", [("transaction", "t2")])

@@ -33,6 +33,21 @@ def test_origin_allowed(origin, host, allowed, expected):
         assert origin_allowed(origin, host) is expected
 
 
+@pytest.mark.parametrize(
+    "origin, allowed, expected",
+    [
+        ("https://app.example.com", ["https://.example.com"], True),  # channels' subdomain pattern
+        ("http://app.example.com", ["https://.example.com"], False),
+        ("https://app.example.com:8443", ["app.example.com"], True),  # no scheme: any scheme and port
+        ("http://[::1", [], False),  # not a URL: refused, not an exception
+        ("http://chat.example.com:99999", [], False),
+    ],
+)
+def test_origin_patterns_are_channels_origin_validator_s(origin, allowed, expected):
+    with override_settings(RANDOMCHAT_ALLOWED_ORIGINS=allowed):
+        assert origin_allowed(origin, "chat.example.com") is expected
+
+
 async def handshake(headers):
     communicator = WebsocketCommunicator(application, "/connect", headers=headers)
     accepted, _ = await communicator.connect(timeout=3)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chat.requests import DEFAULT_NAME, Attributes, StartRequest, Target, parse_start
-from matching.rules import compatible
+from tests.matching.oracle import compatible
 from chat.refusals import Refusal
 
 from .strategies import reference_compatible, start_bodies

@@ -6,6 +6,8 @@
   var PAIRED = 10, START_REFUSED = 11, MESSAGE = 20, MESSAGE_REFUSED = 21, LEFT = 30, STOP_REFUSED = 31;
   var REPORTED = 40, REPORT_REFUSED = 41;
   var RESUME_GRACE = "120";  // seconds the server may keep our dialog through a drop (PROTOCOL.md §7.1)
+  var RESUME_RETRY_MS = 2000;  // after a refusal that says "not now", the /resume is tried again
+  var RETRY_LATER = { unavailable: true, rate_limited: true };
   var REASONS = {
     stop: "left the chat",
     disconnect: "was disconnected",
@@ -205,6 +207,12 @@
         if (restartAfterStop) { restartAfterStop = false; start(lastRequest); }
         break;
       case START_REFUSED:
+        if (state === "reconnecting" && RETRY_LATER[service.error]) {  // the dialog may still be there
+          setTimeout(function () {
+            if (state === "reconnecting" && client.connected) publish("/resume", { resumeToken: resumeToken });
+          }, RESUME_RETRY_MS);
+          break;
+        }
         if (state === "reconnecting") {  // the /resume: the dialog ended while we were away
           resumeToken = null;
           showNotice("");

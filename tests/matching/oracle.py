@@ -1,4 +1,5 @@
-"""The pairing rule, pure: no Django, no I/O."""
+"""The tests' oracle of the pairing rule (PROTOCOL.md §5), in plain Python: production pairs
+with the query of matching/selectors.py, which the tests check against this."""
 
 from __future__ import annotations
 
