@@ -30,6 +30,10 @@ from .models import Dialog
 from .services import dialog_end
 
 logger = logging.getLogger(__name__)
+
+# A leave looks its user up again when a batch paired it meanwhile; that happens once at most,
+# so a third look-up is only there to end the loop.
+LEAVE_ATTEMPTS = 3
 Status = PoolUser.Status
 
 
@@ -106,7 +110,7 @@ def _leave(user_filter: dict, reason: str) -> list[Notice]:
     Each step locks what it changes in the chat's lock order (dialogs.services); a user
     paired between the look-up and the lock is looked up again, now with its dialog.
     """
-    for _ in range(3):
+    for _ in range(LEAVE_ATTEMPTS):
         held = PoolUser.objects.filter(**user_filter, status__in=PoolUser.HELD).values_list("pk", "status").first()
         if held is None:
             return []

@@ -35,6 +35,7 @@ MAX_HEARTBEAT_MS = 2**31 - 1
 # cost far more than their bytes on the wire.
 FRAME_OVERHEAD = 300
 HEADER_OVERHEAD = 110
+ERROR_MESSAGE_LENGTH = 500  # an ERROR's message header: one line, short enough for any client's log
 
 
 def held_size(frame: Frame) -> int:
@@ -454,7 +455,7 @@ class StompConsumer(AsyncWebsocketConsumer):
         await self.send_frame(
             Frame(
                 f.CMD_ERROR,
-                ((f.HDR_MESSAGE, " ".join(message.splitlines())[:500]), (f.HDR_CONTENT_TYPE, "text/plain")) + headers,
+                ((f.HDR_MESSAGE, " ".join(message.splitlines())[:ERROR_MESSAGE_LENGTH]), (f.HDR_CONTENT_TYPE, "text/plain")) + headers,
                 message.encode(),
             )
         )
