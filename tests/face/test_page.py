@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.live import ARTIFACTS, REPO
 from tests.support.proxy import CuttableProxy
-from tests.support.skip import skip_or_fail
+from tests.support.skip import npm_missing, skip_or_fail
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -45,7 +45,7 @@ def test_page_script_writes_text_only():
 def test_static_files_are_served_by_daphne(daphne_server):
     bundle = REPO / "web" / "node_modules" / "@stomp" / "stompjs" / "bundles" / "stomp.umd.min.js"
     if not bundle.is_file():
-        skip_or_fail("web/node_modules is not installed: run `npm ci` in web/ (bin/serve and bin/test do)")
+        skip_or_fail(npm_missing("web/node_modules", "web"))
     for path, marker in (("/static/vendor/stompjs/stomp.umd.min.js", b"StompJs"),
                          ("/static/randomchat/chat.js", b"/user/dialog"),
                          ("/static/randomchat/chat.css", b".log")):
@@ -67,7 +67,7 @@ def browser():
     if not os.access(CHROMIUM, os.X_OK):
         missing.append(f"{CHROMIUM} is missing (apt-get install chromium; .ci/run does)")
     if not (REPO / "web" / "node_modules" / "@stomp" / "stompjs").is_dir():
-        missing.append("web/node_modules is not installed (npm ci in web/; bin/test does)")
+        missing.append(npm_missing("web/node_modules", "web"))
     if missing:
         skip_or_fail("browser test: " + "; ".join(missing))
     with sync_playwright() as playwright:
