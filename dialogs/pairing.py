@@ -30,15 +30,18 @@ from .models import Dialog
 from .services import dialog_end
 
 logger = logging.getLogger(__name__)
+
+# A leave looks its user up again when a batch paired it meanwhile; that happens once at most,
+# so a third look-up is only there to end the loop.
+LEAVE_ATTEMPTS = 3
 Status = PoolUser.Status
 
 
 @dataclass
 class Started:
-    """What a /start did: the user it created, and its dialog with the notices of the pair."""
+    """What a /start did: the user it created, and the notices of its pair if it made one."""
 
     user_id: uuid.UUID
-    dialog_id: uuid.UUID | None = None
     notices: list[Notice] = field(default_factory=list)
 
 
@@ -81,13 +84,11 @@ def recent_partners(channels: list[str]) -> dict[str, set[str]]:
 
 
 def _started(entered: Entered, dialogs: dict) -> Started:
-    if entered.partner is None:
-        return Started(entered.user.pk)
     dialog = dialogs.get(entered.user.pk)
-    if dialog is None:  # the partner, later in the batch, made the dialog and sends the 10s
-        return Started(entered.user.pk, dialogs[entered.partner.pk].pk)
+    if dialog is None:  # it waits, or its partner made the dialog and sends the 10s
+        return Started(entered.user.pk)
     user, partner = entered.user, entered.partner
-    return Started(user.pk, dialog.pk, [_paired(dialog, user, partner), _paired(dialog, partner, user)])
+    return Started(user.pk, [_paired(dialog, user, partner), _paired(dialog, partner, user)])
 
 
 def partner_card(partner: PoolUser) -> dict:
@@ -103,38 +104,29 @@ def _paired(dialog: Dialog, recipient: PoolUser, partner: PoolUser) -> Notice:
     )
 
 
-@dataclass
-class Left:
-    """What a leave did: the user that left, the dialog it ended, and the notices to send."""
-
-    user_id: uuid.UUID | None = None
-    dialog_id: uuid.UUID | None = None
-    notices: list[Notice] = field(default_factory=list)
-
-
-def _leave(user_filter: dict, reason: str) -> Left:
-    """The held user leaves: it waits no more, or its dialog ends with `reason`.
+def _leave(user_filter: dict, reason: str) -> list[Notice]:
+    """The held user leaves: it waits no more, or its dialog ends with `reason`; the notices to send.
 
     Each step locks what it changes in the chat's lock order (dialogs.services); a user
     paired between the look-up and the lock is looked up again, now with its dialog.
     """
-    for _ in range(3):
+    for _ in range(LEAVE_ATTEMPTS):
         held = PoolUser.objects.filter(**user_filter, status__in=PoolUser.HELD).values_list("pk", "status").first()
         if held is None:
-            return Left()
+            return []
         user_id, status = held
         if status != Status.PAIRED:
             gone = Status.CANCELLED if reason == "cancelled" else Status.GONE
             if pool_leave_waiting(user_id=user_id, status=gone) is not None:
-                return Left(user_id)
+                return []
             continue
         dialog_id = Dialog.objects.active_of([user_id]).values_list("pk", flat=True).first()
         if dialog_id is not None:
-            return Left(user_id, dialog_id, dialog_end(dialog_id=dialog_id, ended_by=user_id, reason=reason))
-    return Left()
+            return dialog_end(dialog_id=dialog_id, ended_by=user_id, reason=reason)
+    return []
 
 
-def user_leave(*, channel_name: str, reason: str) -> Left:
+def user_leave(*, channel_name: str, reason: str) -> list[Notice]:
     """The connection's user leaves (it closed). Idempotent: a connection that holds no
     user changes nothing."""
     return _leave({"channel_name": channel_name}, reason)
@@ -144,7 +136,7 @@ def users_release(*, user_ids, reason: str) -> list[Notice]:
     """Release users whose connections are gone (a dead process, a lost disconnect)."""
     notices = []
     for user_id in user_ids:
-        notices += _leave({"pk": user_id}, reason).notices
+        notices += _leave({"pk": user_id}, reason)
     return notices
 
 

@@ -106,10 +106,10 @@ class ChatConsumer(StompConsumer):
         if dropped and self.resume_grace and self.dialog_id is not None and await self.detach():
             return
         try:
-            left = await database_sync_to_async(user_leave)(
+            notices = await database_sync_to_async(user_leave)(
                 channel_name=self.channel_name, reason=self.drop_reason or "disconnect"
             )
-            await self.publish(left.notices)
+            await self.publish(notices)
         except Exception:
             # The process's heartbeat loop releases the user once the database is back.
             logger.exception("event=leave_failed session=%s", self.session_id)

@@ -26,7 +26,7 @@ QUEUE_POLL = 0.05
 class Pacer:
     """One connection's inbound budgets, and whether its transport is paused for them."""
 
-    __slots__ = ("protocol", "call_later", "frames", "bytes", "queue_limit", "paused", "pauses")
+    __slots__ = ("protocol", "call_later", "frames", "bytes", "queue_limit", "paused")
 
     def __init__(self, protocol, call_later) -> None:
         self.protocol = protocol
@@ -35,7 +35,6 @@ class Pacer:
         self.bytes = TokenBucket(*settings.RANDOMCHAT_INBOUND_BYTES)
         self.queue_limit = settings.RANDOMCHAT_INBOUND_QUEUE
         self.paused = False
-        self.pauses = 0  # how often this connection was paused, for tests and logs
 
     def frame_read(self, size: int, now: float) -> None:
         """Called after each WebSocket frame (data or control) was handled."""
@@ -53,7 +52,6 @@ class Pacer:
         if self.paused:
             return
         self.paused = True
-        self.pauses += 1
         self.protocol.transport.pauseProducing()
         self.call_later(seconds, self.resume)
 

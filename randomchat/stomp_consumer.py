@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import re
 import uuid
 
 from channels.consumer import get_handler_name
@@ -16,6 +15,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from . import __version__
+from .heartbeat import FRAME_TIMEOUT, HEARTBEAT_TIMEOUT, Deadlines, HeartbeatMonitor, Lapse
 from .metrics import REJECTED_FRAMES
 from .ratelimit import TokenBucket
 from .stomp import HEARTBEAT, Frame, FrameError, FrameParser, FrameTooLarge, encode_frame
@@ -28,7 +28,6 @@ APP_PREFIX = "/app"
 # Application close codes (4000-4999): daphne's WebSocket library refuses 1002 and 1008.
 CLOSE_PROTOCOL_ERROR = 4002  # after an ERROR frame
 CLOSE_POLICY = 4008  # no CONNECT in time, heart-beats stopped, a banned address
-_NOT_NUL = re.compile(rb"[^\x00]")
 # Larger heart-beat wishes are clamped: they mean "practically never" and must stay usable as floats.
 MAX_HEARTBEAT_MS = 2**31 - 1
 # What CPython spends on a frame beyond its characters: the object with its headers tuple,
@@ -36,6 +35,7 @@ MAX_HEARTBEAT_MS = 2**31 - 1
 # cost far more than their bytes on the wire.
 FRAME_OVERHEAD = 300
 HEADER_OVERHEAD = 110
+ERROR_MESSAGE_LENGTH = 500  # an ERROR's message header: one line, short enough for any client's log
 
 
 def held_size(frame: Frame) -> int:
@@ -95,6 +95,7 @@ def negotiate_heartbeat(client: tuple[int, int], server: tuple[int, int]) -> tup
 
 
 def select_subprotocol(offered: list[str]) -> str | None:
+    """Our most recent STOMP subprotocol among those the client offers."""
     for candidate in SUBPROTOCOLS:
         if candidate in offered:
             return candidate
@@ -108,6 +109,7 @@ class StompConsumer(AsyncWebsocketConsumer):
     event_destination = ""
 
     async def connect(self) -> None:
+        """Accept the WebSocket with a STOMP subprotocol and wait for CONNECT."""
         self.session_id = uuid.uuid4().hex
         self.version: str | None = None
         self.closing = False
@@ -125,19 +127,16 @@ class StompConsumer(AsyncWebsocketConsumer):
         self.transaction_bytes = 0  # held_size() of every frame in self.transactions
         self.pending_events: list[dict] = []
         self.pending_bytes = 0  # the bodies of self.pending_events
-        self.partial_since: float | None = None  # when the frame being received began
         self.message_ids = itertools.count(1)
-        loop = asyncio.get_running_loop()
-        self.last_inbound = self.last_outbound = loop.time()
-        self.timer: asyncio.Task | None = loop.create_task(self._watch_connect_timeout())
+        self.heartbeat = HeartbeatMonitor(self)
+        self.heartbeat.expect_connect(settings.RANDOMCHAT_CONNECT_TIMEOUT)
         subprotocol = select_subprotocol(self.scope.get("subprotocols") or [])
         await self.accept(subprotocol=subprotocol)
 
     async def disconnect(self, code: int) -> None:
+        """Stop the timers and forget the open transactions."""
         self.closing = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.heartbeat.stop()
         self._drop_transactions()
 
     async def dispatch(self, message: dict) -> None:
@@ -154,53 +153,28 @@ class StompConsumer(AsyncWebsocketConsumer):
     # Inbound
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Handle the frames of one WebSocket message in order, until one closes the connection."""
         if self.closing:
             return
-        self.last_inbound = now = asyncio.get_running_loop().time()
+        self.heartbeat.last_inbound = now = asyncio.get_running_loop().time()
         data = text_data.encode() if text_data is not None else bytes_data or b""
-        pos, size = 0, len(data)
-        while pos < size:
-            # One frame at a time: each is parsed only after the ones before it were
-            # handled, so it sees the version a CONNECT before it negotiated, and nothing
-            # after a DISCONNECT or an ERROR is parsed at all. A NUL ends every frame,
-            # so a piece that ends at the next NUL completes at most one.
-            if not self.parser.buffered:
-                start = _NOT_NUL.search(data, pos)  # stray NULs between frames
-                if start is None:
+        try:
+            for item in self.parser.frames(data, now):
+                if self.held_bytes() > settings.RANDOMCHAT_MAX_CONNECTION_BYTES:
                     break
-                pos = start.start()
-            nul = data.find(b"\x00", pos)
-            end = size if nul < 0 else nul + 1
-            try:
-                items = self.parser.feed(data[pos:end])
-                if end < size and self.parser.buffered and not any(i is not HEARTBEAT for i in items):
-                    # That NUL lay inside a body counted by content-length: a binary body
-                    # may hold many, so take the rest of the message in one go.
-                    items += self.parser.feed(data[end:])
-                    end = size
-            except FrameError as exc:
-                kind = "frame_too_large" if isinstance(exc, FrameTooLarge) else "malformed_frame"
-                await self.reject(exc.reason, detail=exc.detail, kind=kind)
-                return
-            if self.held_bytes() > settings.RANDOMCHAT_MAX_CONNECTION_BYTES:
-                await self.reject(self._memory_limit_reason(), kind="limit_exceeded")
-                return
-            if items:  # the frame that was being received is complete
-                self.partial_since = None
-            pos = end
-            for item in items:
                 if not self.frame_bucket.take(now):
                     await self.reject_frame_rate()
                     return
-                if item is HEARTBEAT:
-                    continue
-                await self._handle(item)
-                if self.closing:
-                    return
-        if not self.parser.buffered:
-            self.partial_since = None
-        elif self.partial_since is None:
-            self.partial_since = now
+                if item is not HEARTBEAT:
+                    await self._handle(item)
+                    if self.closing:
+                        return
+        except FrameError as exc:
+            kind = "frame_too_large" if isinstance(exc, FrameTooLarge) else "malformed_frame"
+            await self.reject(exc.reason, detail=exc.detail, kind=kind)
+            return
+        if self.held_bytes() > settings.RANDOMCHAT_MAX_CONNECTION_BYTES:
+            await self.reject(self._memory_limit_reason(), kind="limit_exceeded")
 
     def held_bytes(self) -> int:
         """What this connection makes the server hold: the frame being received, the frames
@@ -212,6 +186,7 @@ class StompConsumer(AsyncWebsocketConsumer):
         return f"More than {settings.RANDOMCHAT_MAX_CONNECTION_BYTES} bytes buffered for this connection"
 
     async def reject_frame_rate(self) -> None:
+        """Reject a client over RANDOMCHAT_RATE_FRAME."""
         rate, burst = settings.RANDOMCHAT_RATE_FRAME
         await self.reject(
             f"Frame rate limit exceeded (more than {burst:g} frames at once or {rate:g} per second)",
@@ -246,6 +221,7 @@ class StompConsumer(AsyncWebsocketConsumer):
             await self.close()
 
     async def frame_connect(self, frame: Frame) -> None:
+        """Negotiate the version and heart-beats, answer CONNECTED; STOMP is the same."""
         if self.version is not None:
             raise ProtocolError("Already connected")
         version = negotiate_version(frame.get(f.HDR_ACCEPT_VERSION))
@@ -258,13 +234,15 @@ class StompConsumer(AsyncWebsocketConsumer):
             )
         client_heartbeat = parse_heartbeat(frame.get(f.HDR_HEART_BEAT)) if version != "1.0" else (0, 0)
         server_heartbeat = tuple(settings.RANDOMCHAT_HEARTBEAT) if version != "1.0" else (0, 0)
-        self.outgoing_interval, self.incoming_interval = negotiate_heartbeat(
-            client_heartbeat, server_heartbeat
-        )
         self.version = self.parser.version = version
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer = asyncio.get_running_loop().create_task(self._watch())
+        self.heartbeat.start(
+            Deadlines.negotiated(
+                *negotiate_heartbeat(client_heartbeat, server_heartbeat),
+                grace=settings.RANDOMCHAT_HEARTBEAT_GRACE,
+                frame=settings.RANDOMCHAT_FRAME_TIMEOUT,
+                idle=settings.RANDOMCHAT_IDLE_TIMEOUT,
+            )
+        )
         await self.send_frame(
             Frame(
                 f.CMD_CONNECTED,
@@ -282,6 +260,7 @@ class StompConsumer(AsyncWebsocketConsumer):
     frame_stomp = frame_connect
 
     async def frame_subscribe(self, frame: Frame) -> None:
+        """Subscribe to the event destination, and deliver the events that waited for it."""
         destination = self._required(frame, f.HDR_DESTINATION)
         sub_id = frame.get(f.HDR_ID)
         if sub_id is None:
@@ -301,6 +280,7 @@ class StompConsumer(AsyncWebsocketConsumer):
             await self.deliver(event)
 
     async def frame_unsubscribe(self, frame: Frame) -> None:
+        """End a subscription by its id (1.0: or its destination)."""
         sub_id = frame.get(f.HDR_ID)
         if sub_id is None and self.version == "1.0":
             sub_id = frame.get(f.HDR_DESTINATION)
@@ -315,6 +295,7 @@ class StompConsumer(AsyncWebsocketConsumer):
     frame_nack = frame_ack
 
     async def frame_begin(self, frame: Frame) -> None:
+        """Open a transaction: its SENDs wait for COMMIT."""
         name = self._required(frame, f.HDR_TRANSACTION)
         if name in self.transactions:
             raise ProtocolError("Transaction already open", name)
@@ -324,13 +305,16 @@ class StompConsumer(AsyncWebsocketConsumer):
         self.transactions[name] = []
 
     async def frame_commit(self, frame: Frame) -> None:
+        """Handle a transaction's SENDs, in order."""
         for send in self._end_transaction(frame):
             await self.dispatch_send(send)
 
     async def frame_abort(self, frame: Frame) -> None:
+        """Forget a transaction's SENDs."""
         self._end_transaction(frame)
 
     async def frame_send(self, frame: Frame) -> None:
+        """Hand a SEND to its destination's handler, or keep it for its transaction's COMMIT."""
         destination = self._required(frame, f.HDR_DESTINATION)
         handler = self._handler_for(destination)
         name = frame.get(f.HDR_TRANSACTION)
@@ -353,6 +337,7 @@ class StompConsumer(AsyncWebsocketConsumer):
         self._drop_transactions()
 
     async def dispatch_send(self, frame: Frame) -> None:
+        """Call the handler of a SEND's destination."""
         await self._handler_for(frame.get(f.HDR_DESTINATION))(frame)
 
     def _handler_for(self, destination: str):
@@ -407,8 +392,9 @@ class StompConsumer(AsyncWebsocketConsumer):
     # Outbound
 
     async def send_frame(self, frame: Frame) -> None:
+        """Encode a frame in the negotiated version and send it."""
         data = encode_frame(frame, self.version or "1.0")
-        self.last_outbound = asyncio.get_running_loop().time()
+        self.heartbeat.last_outbound = asyncio.get_running_loop().time()
         await self.send(text_data=data.decode("utf-8", "surrogateescape"))
 
     async def deliver(self, event: dict) -> None:
@@ -469,52 +455,31 @@ class StompConsumer(AsyncWebsocketConsumer):
         await self.send_frame(
             Frame(
                 f.CMD_ERROR,
-                ((f.HDR_MESSAGE, " ".join(message.splitlines())[:500]), (f.HDR_CONTENT_TYPE, "text/plain")) + headers,
+                ((f.HDR_MESSAGE, " ".join(message.splitlines())[:ERROR_MESSAGE_LENGTH]), (f.HDR_CONTENT_TYPE, "text/plain")) + headers,
                 message.encode(),
             )
         )
         self.closing = True
         await self.close(code=code)
 
-    # Timers
+    # Timers (randomchat.heartbeat)
 
-    async def _watch_connect_timeout(self) -> None:
-        await asyncio.sleep(settings.RANDOMCHAT_CONNECT_TIMEOUT)
-        if self.version is None and not self.closing:
-            await self._drop("connect_timeout", f"no CONNECT within {settings.RANDOMCHAT_CONNECT_TIMEOUT:g}s")
+    def partial_since(self) -> float | None:
+        """When the frame still being received began, on the loop's clock; None if none is."""
+        return self.parser.partial_since
 
-    async def _watch(self) -> None:
-        """Send EOLs on time; drop a client whose heart-beats stop, whose frame takes too
-        long to complete, or that idles with heart-beats off and no session in progress."""
-        out_s = self.outgoing_interval / 1000
-        in_s = self.incoming_interval / 1000
-        grace = in_s * settings.RANDOMCHAT_HEARTBEAT_GRACE
-        frame_limit = settings.RANDOMCHAT_FRAME_TIMEOUT
-        idle_limit = 0 if in_s else settings.RANDOMCHAT_IDLE_TIMEOUT
-        ticks = [x / 2 for x in (out_s, in_s, frame_limit, idle_limit) if x]
-        if not ticks:
+    async def send_heartbeat(self) -> None:
+        """Send an EOL."""
+        await self.send(text_data="\n")
+
+    async def time_out(self, lapse: Lapse) -> None:
+        """The client let a limit pass: a frame's is an error, the others a close without one."""
+        if lapse.kind == FRAME_TIMEOUT:
+            await self.reject(lapse.reason, kind=lapse.kind)
             return
-        tick = min(ticks)
-        loop = asyncio.get_running_loop()
-        idle_checked = 0.0  # when session_active() last said yes
-        while not self.closing:
-            await asyncio.sleep(tick)
-            now = loop.time()
-            if in_s and now - self.last_inbound > grace:
-                self.drop_reason = "timeout"
-                await self._drop("heartbeat_timeout", f"no heart-beat for {now - self.last_inbound:.1f}s")
-                return
-            if frame_limit and self.partial_since is not None and now - self.partial_since > frame_limit:
-                await self.reject(f"Frame not completed within {frame_limit:g} s", kind="frame_timeout")
-                return
-            if idle_limit and now - max(self.last_inbound, idle_checked) > idle_limit:
-                if not await self.session_active():
-                    await self._drop("idle_timeout", f"nothing received for {now - self.last_inbound:.0f}s")
-                    return
-                idle_checked = now
-            if out_s and now - self.last_outbound >= out_s - tick:
-                self.last_outbound = now
-                await self.send(text_data="\n")
+        if lapse.kind == HEARTBEAT_TIMEOUT:
+            self.drop_reason = "timeout"
+        await self._drop(lapse.kind, lapse.reason)
 
     async def _drop(self, kind: str, reason: str) -> None:
         """Close without an ERROR frame: the client has stopped talking."""

@@ -131,10 +131,20 @@ def pytest_runtest_makereport(item, call):
 
 
 @pytest.fixture(scope="session")
-def django_db_setup(django_db_setup):
+def django_db_setup(django_db_setup, django_db_blocker):
     """The test database, and before it is dropped, the presence lock a consumer test's
-    process took on PostgreSQL (its connection would keep the DROP waiting)."""
+    process took on PostgreSQL, and every other connection to it: the heartbeat's database
+    calls run on threads of asgiref's pool, whose persistent connections would make the DROP
+    fail and leave the database behind."""
     yield
+    from django.db import connection
+
     from matching.processes import process_presence_release
 
     process_presence_release()
+    if connection.vendor == "postgresql":
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )

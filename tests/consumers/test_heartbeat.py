@@ -1,4 +1,4 @@
-"""Heart-beat negotiation (pure functions and on the wire) and the connect timeout."""
+"""Heart-beats: negotiation and the monitor's decisions (pure functions), on the wire, and the connect timeout."""
 
 import asyncio
 import logging
@@ -6,6 +6,7 @@ import logging
 import pytest
 from django.test import override_settings
 
+from randomchat.heartbeat import Deadlines, beat_due, lapsed
 from randomchat.stomp import HEARTBEAT
 from randomchat.stomp_consumer import CLOSE_POLICY
 from randomchat.stomp_consumer import ProtocolError, negotiate_heartbeat, parse_heartbeat
@@ -51,6 +52,39 @@ def test_parse_heartbeat(value, expected):
 def test_parse_heartbeat_rejects_invalid_values(value):
     with pytest.raises(ProtocolError):
         parse_heartbeat(value)
+
+
+def test_deadlines_from_negotiated_intervals():
+    assert Deadlines.negotiated(10000, 0, grace=3, frame=30, idle=120) == Deadlines(10.0, 0.0, 3, 30, 120)
+    # heart-beats in make the idle limit moot: silence is a heart-beat timeout
+    assert Deadlines.negotiated(0, 5000, grace=3, frame=30, idle=120) == Deadlines(0.0, 5.0, 3, 30, 0)
+    assert Deadlines(10, 5, 3, 30, 0).tick == 2.5
+    assert Deadlines(0, 0, 3, 0, 0).tick == 0
+
+
+@pytest.mark.parametrize(
+    ("deadlines", "now", "partial_since", "idle_since", "kind"),
+    [
+        (Deadlines(0, 1, 3, 0, 0), 102.9, None, 100, None),
+        (Deadlines(0, 1, 3, 0, 0), 103.1, None, 100, "heartbeat_timeout"),
+        (Deadlines(0, 1, 3, 2, 0), 103.1, 100, 100, "heartbeat_timeout"),  # silence comes first
+        (Deadlines(0, 0, 3, 2, 0), 103.1, None, 100, None),
+        (Deadlines(0, 0, 3, 2, 0), 103.1, 101.2, 100, None),
+        (Deadlines(0, 0, 3, 2, 0), 103.1, 101, 100, "frame_timeout"),
+        (Deadlines(0, 0, 3, 0, 5), 104.9, None, 100, None),
+        (Deadlines(0, 0, 3, 0, 5), 105.1, None, 100, "idle_timeout"),
+        (Deadlines(0, 0, 3, 0, 5), 105.1, None, 101, None),  # a session excused it at 101
+    ],
+)
+def test_lapsed(deadlines, now, partial_since, idle_since, kind):
+    lapse = lapsed(deadlines, now, last_inbound=100, partial_since=partial_since, idle_since=idle_since)
+    assert (lapse and lapse.kind) == kind
+
+
+@pytest.mark.parametrize(("now", "due"), [(100.4, False), (100.5, True), (101.5, True)])
+def test_a_beat_is_due_when_the_next_tick_would_be_late(now, due):
+    assert beat_due(Deadlines(1, 0, 3, 0, 0), now, last_outbound=100) is due  # tick 0.5
+    assert beat_due(Deadlines(0, 1, 3, 0, 0), now, last_outbound=100) is False  # none to send
 
 
 @pytest.mark.parametrize("value", ["abc", "100", "-1,0", "²,1", "1,2,3"])

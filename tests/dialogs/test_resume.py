@@ -20,7 +20,7 @@ from dialogs.resume import graces_expire, participant_detach, participant_resume
 from dialogs.services import dialog_stop
 from matching.models import PoolUser, ServerProcess
 from matching.processes import held_users
-from tests.support.factories import entry, start_many, this_process
+from tests.support.factories import dialog_of, entry, start_many, this_process
 
 pytestmark = pytest.mark.django_db
 Status = PoolUser.Status
@@ -32,7 +32,7 @@ def graced_pair(grace: int = GRACE):
     token = ResumeToken.new()
     a = start_many([replace(entry("chan.a"), resume_grace=grace, resume_token=token)])[0]
     b = start_many([entry("chan.b")])[0]
-    return PoolUser.objects.get(pk=a.user_id), token, PoolUser.objects.get(pk=b.user_id), Dialog.objects.get(pk=b.dialog_id)
+    return PoolUser.objects.get(pk=a.user_id), token, PoolUser.objects.get(pk=b.user_id), dialog_of(b.user_id)
 
 
 def resume(token: ResumeToken, channel: str = "chan.new", grace: int = 0):

@@ -14,7 +14,7 @@ import pytest
 # Assertions inside the helper modules get pytest's explanations too.
 pytest.register_assert_rewrite("tests.e2e.clients", "tests.e2e.flow")
 
-from tests.support.skip import skip_or_fail  # noqa: E402
+from tests.support.skip import npm_missing, skip_or_fail  # noqa: E402
 
 NODE_DIR = Path(__file__).resolve().parent.parent / "node"
 
@@ -27,7 +27,7 @@ def node_bin() -> str:
         skip_or_fail("Node.js is not installed: the stompjs live tests need it")
     for package in ("@stomp/stompjs", "ws"):
         if not (NODE_DIR / "node_modules" / package / "package.json").is_file():
-            skip_or_fail(f"{package} is missing: run npm ci in tests/node")
+            skip_or_fail(npm_missing(package, "tests/node"))
     return node
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import urllib.request
 
@@ -12,7 +13,7 @@ from django.db import connections
 from prometheus_client.parser import text_string_to_metric_families
 
 from matching.models import PoolUser
-from tests.support.events import LEFT, MESSAGE, PAIRED, START_REFUSED, start_body
+from tests.support.events import LEFT, MESSAGE, PAIRED, START_REFUSED, Event, start_body
 from tests.support.wire import WireClient, close_all, pair
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -40,43 +41,73 @@ def metric(server, name: str) -> float:
     return sum(s.value for family in families for s in family.samples if s.name == name)
 
 
-async def open_graced(client: WireClient, grace: int = 20) -> WireClient:
-    await client.open(headers={"resume-grace": str(grace)})
-    return client
+class Scene:
+    """A (granted a grace) and B in a dialog, and every connection a test opens after them."""
+
+    a: WireClient
+    b: WireClient
+    ten_a: Event
+    ten_b: Event
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.clients: list[WireClient] = []
+
+    @property
+    def token(self) -> str:
+        return self.ten_a.service["resumeToken"]
+
+    async def connect(self, label: str, grace: int | None = 20, url: str | None = None) -> WireClient:
+        """A CONNECTed, SUBSCRIBEd client that asked for `grace` (None: asked for none)."""
+        client = WireClient(url or self.url, label)
+        self.clients.append(client)
+        return await client.open(headers=None if grace is None else {"resume-grace": str(grace)})
+
+    async def resume(self, token: str, label: str = "A again", url: str | None = None) -> tuple[WireClient, Event]:
+        """A new connection that resumes with `token`; it and its 10."""
+        client = await self.connect(label, url=url)
+        await client.resume(token)
+        return client, await client.wait_code(PAIRED, timeout=10)
+
+    async def resume_refused(self, token, error: str = "resume_failed") -> WireClient:
+        """A new connection whose /resume with `token` gets 11 `error`."""
+        client = await self.connect("late")
+        await client.resume(token)
+        refused = await client.event(START_REFUSED, error=error)
+        assert (refused.chat, refused.sender) == (None, None)
+        return client
 
 
-async def paired_with_grace(server, *, grace_a: int = 20, grace_b: int | None = None):
-    """A (with a grace) and B (with one only if `grace_b`) in a dialog; their 10s."""
-    a = await open_graced(WireClient(server.ws_url, "A"), grace_a)
-    b = WireClient(server.ws_url, "B")
-    if grace_b is None:
-        await b.open()
-    else:
-        await open_graced(b, grace_b)
-    ten_a, ten_b = await pair(a, b, start_body("Ann", "fi"), start_body("Bob", "fi"))
-    return a, b, ten_a, ten_b
+@contextlib.asynccontextmanager
+async def dialog(url: str, *, grace_a: int = 20, url_b: str | None = None):
+    """A Scene on a live server (B on `url_b` if given); its connections close at the end."""
+    scene = Scene(url)
+    try:
+        scene.a = await scene.connect("A", grace_a)
+        scene.b = await scene.connect("B", None, url=url_b)
+        scene.ten_a, scene.ten_b = await pair(scene.a, scene.b, start_body("Ann", "fi"), start_body("Bob", "fi"))
+        yield scene
+    finally:
+        await close_all(scene.clients)
 
 
-async def resumed_on(url: str, token: str, label: str = "A again", grace: int = 20):
-    """A new connection that resumes with `token`; it and its 10."""
-    again = await open_graced(WireClient(url, label), grace)
-    await again.resume(token)
-    return again, await again.wait_code(PAIRED, timeout=10)
+async def dropped(client: WireClient) -> None:
+    """The client's network goes: no close handshake, no DISCONNECT."""
+    client.abort()
+    await client.closed.wait()
 
 
 @pytest.mark.timeout(60)
 async def test_the_grace_asked_for_is_granted_capped_and_said_in_connected(start_daphne):
-    server = start_daphne(env=SERVER_ENV)
-    asks, greedy, plain = WireClient(server.ws_url), WireClient(server.ws_url), WireClient(server.ws_url)
+    scene = Scene(start_daphne(env=SERVER_ENV).ws_url)
     try:
-        await asks.open(headers={"resume-grace": "15"})
-        await greedy.open(headers={"resume-grace": "100000"})
-        await plain.open()
+        asks, greedy = await scene.connect("asks", 15), await scene.connect("greedy", 100000)
+        plain = await scene.connect("plain", None)
         assert asks.connected.get("resume-grace") == "15"
         assert greedy.connected.get("resume-grace") == str(GRACE_MAX)
         assert plain.connected.get("resume-grace") is None
     finally:
-        await close_all([asks, greedy, plain])
+        await close_all(scene.clients)
 
 
 @pytest.mark.timeout(60)
@@ -96,33 +127,27 @@ async def test_a_bad_resume_grace_header_is_a_protocol_error(start_daphne):
 @pytest.mark.timeout(60)
 async def test_the_token_goes_to_its_owner_only_and_only_its_hash_is_stored(start_daphne):
     server = start_daphne(env=SERVER_ENV)
-    a, b, ten_a, ten_b = await paired_with_grace(server)
-    try:
-        token = ten_a.service["resumeToken"]
-        selector, verifier = token.split(".")
+    async with dialog(server.ws_url) as scene:
+        selector, verifier = scene.token.split(".")
         assert len(verifier) * 6 >= 128  # base64url: 6 bits a character
-        assert "resumeToken" not in ten_b.service  # B asked for no grace, and never sees A's
-        assert token.encode() not in b"".join(f.body for f in b.frames)
-        stored = await database_sync_to_async(stored_user)(ten_a.sender)
+        assert "resumeToken" not in scene.ten_b.service  # B asked for no grace, and never sees A's
+        assert scene.token.encode() not in b"".join(f.body for f in scene.b.frames)
+        stored = await database_sync_to_async(stored_user)(scene.ten_a.sender)
         assert stored.resume_selector == selector
         assert stored.resume_verifier == hashlib.sha256(verifier.encode()).hexdigest()
         assert verifier not in {str(getattr(stored, f.attname)) for f in PoolUser._meta.fields}
-    finally:
-        await close_all([a, b])
-    assert token not in server.log() and verifier not in server.log()
+    assert scene.token not in server.log() and verifier not in server.log()
 
 
 @pytest.mark.timeout(90)
 async def test_a_dropped_participant_resumes_and_gets_what_it_missed_in_order(start_daphne):
     server = start_daphne(env=SERVER_ENV)
-    a, b, ten_a, _ = await paired_with_grace(server)
-    again = None
-    try:
+    async with dialog(server.ws_url) as scene:
+        a, b, ten_a = scene.a, scene.b, scene.ten_a
         await a.message("before the drop")
         await b.wait_code(MESSAGE, timeout=10, content="before the drop")
         await a.wait_code(MESSAGE, timeout=10, content="before the drop")
-        a.abort()
-        await a.closed.wait()
+        await dropped(a)
         mark = len(b.events)
         await b.message("while you were away 1")
         await b.message("while you were away 2")
@@ -130,11 +155,11 @@ async def test_a_dropped_participant_resumes_and_gets_what_it_missed_in_order(st
         await asyncio.sleep(0.5)
         assert b.codes(mark) == [MESSAGE, MESSAGE]  # the partner is told nothing of the drop
 
-        again, resumed = await resumed_on(server.ws_url, ten_a.service["resumeToken"])
+        again, resumed = await scene.resume(scene.token)
         assert (resumed.chat, resumed.sender) == (ten_a.chat, ten_a.sender)
         assert resumed.service["resumed"] is True
         assert resumed.service["partner"] == ten_a.service["partner"]
-        assert resumed.service["resumeToken"] not in (None, ten_a.service["resumeToken"])
+        assert resumed.service["resumeToken"] not in (None, scene.token)
         missed = [await again.wait_code(MESSAGE, timeout=10, content=f"while you were away {i}") for i in (1, 2)]
         assert again.codes() == [PAIRED, MESSAGE, MESSAGE]  # nothing before the drop comes again
         assert {m.sender for m in missed} == {b.user}
@@ -146,153 +171,97 @@ async def test_a_dropped_participant_resumes_and_gets_what_it_missed_in_order(st
         await again.wait_code(MESSAGE, timeout=10, content="welcome back")
         assert not a.problems + b.problems + again.problems
         assert metric(server, "randomchat_resumes_total") == 1
-    finally:
-        await close_all([a, b] + ([again] if again else []))
 
 
 @pytest.mark.timeout(60)
 async def test_tokens_are_single_use_and_forged_ones_fail(start_daphne):
-    server = start_daphne(env=SERVER_ENV)
-    a, b, ten_a, _ = await paired_with_grace(server)
-    clients = [a, b]
-    try:
-        a.abort()
-        await a.closed.wait()
-        token = ten_a.service["resumeToken"]
-        selector, verifier = token.split(".")
-        forgeries = [selector + "." + verifier[:-1] + ("A" if verifier[-1] != "A" else "B"), "nope", "x" * 5000]
-        for forged in forgeries:
-            thief = await open_graced(WireClient(server.ws_url, "thief"))
-            clients.append(thief)
-            await thief.resume(forged)
-            refused = await thief.event(START_REFUSED, error="resume_failed")
-            assert (refused.chat, refused.sender) == (None, None)
-        again, _ = await resumed_on(server.ws_url, token)
-        late = await open_graced(WireClient(server.ws_url, "late"))
-        clients += [again, late]
-        await late.resume(token)  # used: the first resume rotated it
-        await late.event(START_REFUSED, error="resume_failed")
+    async with dialog(start_daphne(env=SERVER_ENV).ws_url) as scene:
+        await dropped(scene.a)
+        selector, verifier = scene.token.split(".")
+        for forged in (selector + "." + verifier[:-1] + ("A" if verifier[-1] != "A" else "B"), "nope", "x" * 5000):
+            await scene.resume_refused(forged)
+        await scene.resume(scene.token)
+        late = await scene.resume_refused(scene.token)  # used: the first resume rotated it
         await late.resume(12)
         await late.event(START_REFUSED, error="invalid_field")
         await late.send_json("/resume", "{not json")
         await late.event(START_REFUSED, error="invalid_json")
         await asyncio.sleep(0.3)
-        assert b.codes() == [PAIRED]  # the partner saw none of it
-    finally:
-        await close_all(clients)
+        assert scene.b.codes() == [PAIRED]  # the partner saw none of it
 
 
 @pytest.mark.timeout(60)
 async def test_when_the_grace_runs_out_the_partner_gets_30_disconnect(start_daphne):
     server = start_daphne(env=SERVER_ENV)
-    a, b, ten_a, _ = await paired_with_grace(server, grace_a=1)
-    late = None
-    try:
-        a.abort()
-        left = await b.wait_code(LEFT, timeout=10)
+    async with dialog(server.ws_url, grace_a=1) as scene:
+        scene.a.abort()
+        left = await scene.b.wait_code(LEFT, timeout=10)
+        ten_a = scene.ten_a
         assert (left.chat, left.sender, left.service) == (ten_a.chat, ten_a.sender, {"reason": "disconnect"})
-        late = await open_graced(WireClient(server.ws_url, "late"))
-        await late.resume(ten_a.service["resumeToken"])
-        await late.event(START_REFUSED, error="resume_failed")
+        late = await scene.resume_refused(scene.token)
         assert late.codes() == [START_REFUSED]  # the ended dialog's 30 is not replayed
         assert metric(server, "randomchat_resume_graces_expired_total") == 1
         assert metric(server, "randomchat_resumes_total") == 0
-    finally:
-        await close_all([a, b] + ([late] if late else []))
 
 
 @pytest.mark.timeout(60)
 async def test_disconnect_and_stop_still_end_the_dialog_at_once(start_daphne):
-    server = start_daphne(env=SERVER_ENV)
-    a, b, ten_a, _ = await paired_with_grace(server)
-    c, d, ten_c, _ = await paired_with_grace(server)
-    try:
-        await a.send("DISCONNECT\nreceipt:bye\n\n\x00")
-        left = await b.wait_code(LEFT, timeout=5)
-        assert left.service == {"reason": "disconnect"}
-        await c.stop()
-        assert (await d.wait_code(LEFT, timeout=5)).service == {"reason": "stop"}
-        for token in (ten_a.service["resumeToken"], ten_c.service["resumeToken"]):
-            late = await open_graced(WireClient(server.ws_url, "late"))
-            await late.resume(token)
-            await late.event(START_REFUSED, error="resume_failed")
-            await late.close()
-    finally:
-        await close_all([a, b, c, d])
+    url = start_daphne(env=SERVER_ENV).ws_url
+    async with dialog(url) as disconnecting, dialog(url) as stopping:
+        await disconnecting.a.send("DISCONNECT\nreceipt:bye\n\n\x00")
+        assert (await disconnecting.b.wait_code(LEFT, timeout=5)).service == {"reason": "disconnect"}
+        await stopping.a.stop()
+        assert (await stopping.b.wait_code(LEFT, timeout=5)).service == {"reason": "stop"}
+        for scene in (disconnecting, stopping):
+            await scene.resume_refused(scene.token)
 
 
 @pytest.mark.timeout(60)
 async def test_a_partner_who_stops_during_the_grace_ends_it(start_daphne):
-    server = start_daphne(env=SERVER_ENV)
-    a, b, ten_a, _ = await paired_with_grace(server)
-    late = None
-    try:
-        a.abort()
-        await a.closed.wait()
-        await b.stop()
-        await b.wait_code(LEFT, timeout=5)
-        late = await open_graced(WireClient(server.ws_url, "late"))
-        await late.resume(ten_a.service["resumeToken"])
-        await late.event(START_REFUSED, error="resume_failed")
+    async with dialog(start_daphne(env=SERVER_ENV).ws_url) as scene:
+        await dropped(scene.a)
+        await scene.b.stop()
+        await scene.b.wait_code(LEFT, timeout=5)
+        late = await scene.resume_refused(scene.token)
         await late.assert_quiet()
-    finally:
-        await close_all([a, b] + ([late] if late else []))
 
 
 @pytest.mark.timeout(60)
 async def test_a_resume_takes_over_a_connection_the_server_still_thinks_open(start_daphne):
     """A phone that changed networks: its old socket is still open on the server."""
-    server = start_daphne(env=SERVER_ENV)
-    a, b, ten_a, _ = await paired_with_grace(server)
-    again = None
-    try:
-        again, resumed = await resumed_on(server.ws_url, ten_a.service["resumeToken"])
-        assert resumed.chat == ten_a.chat
-        frames, closed = await a.frames_until_closed(timeout=10)
+    async with dialog(start_daphne(env=SERVER_ENV).ws_url) as scene:
+        again, resumed = await scene.resume(scene.token)
+        assert resumed.chat == scene.ten_a.chat
+        frames, closed = await scene.a.frames_until_closed(timeout=10)
         assert [f.command for f in frames if f.command != "RECEIPT"][-1:] == ["ERROR"]
         assert closed.rcvd.code == 4008
-        await b.message("still there?")
+        await scene.b.message("still there?")
         await again.wait_code(MESSAGE, timeout=10, content="still there?")
         await asyncio.sleep(0.5)
-        assert LEFT not in b.codes()  # the old connection's close ended nothing
-    finally:
-        await close_all([a, b] + ([again] if again else []))
+        assert LEFT not in scene.b.codes()  # the old connection's close ended nothing
 
 
 @pytest.mark.timeout(60)
 async def test_a_resumed_connection_may_resume_again(start_daphne):
-    server = start_daphne(env=SERVER_ENV)
-    a, b, ten_a, _ = await paired_with_grace(server)
-    clients = [a, b]
-    try:
-        a.abort()
-        again, resumed = await resumed_on(server.ws_url, ten_a.service["resumeToken"], "A2")
-        clients.append(again)
-        again.abort()
-        await again.closed.wait()
-        await b.message("twice away")
-        third, resumed_again = await resumed_on(server.ws_url, resumed.service["resumeToken"], "A3")
-        clients.append(third)
-        assert resumed_again.chat == ten_a.chat
+    async with dialog(start_daphne(env=SERVER_ENV).ws_url) as scene:
+        scene.a.abort()
+        again, resumed = await scene.resume(scene.token, "A2")
+        await dropped(again)
+        await scene.b.message("twice away")
+        third, resumed_again = await scene.resume(resumed.service["resumeToken"], "A3")
+        assert resumed_again.chat == scene.ten_a.chat
         await third.wait_code(MESSAGE, timeout=10, content="twice away")
-    finally:
-        await close_all(clients)
 
 
 @pytest.mark.timeout(60)
 async def test_a_resumed_connection_counts_as_the_one_it_continues_for_no_rematch(start_daphne):
-    server = start_daphne(env={**SERVER_ENV, "RANDOMCHAT_REMATCH_WINDOW": "300"})
-    a, b, ten_a, _ = await paired_with_grace(server)
-    again = None
-    try:
-        a.abort()
-        again, _ = await resumed_on(server.ws_url, ten_a.service["resumeToken"])
-        await again.stop(chat=ten_a.chat, sender=ten_a.sender)
-        await b.wait_code(LEFT, timeout=10)
-        mark_again, mark_b = len(again.events), len(b.events)
+    async with dialog(start_daphne(env={**SERVER_ENV, "RANDOMCHAT_REMATCH_WINDOW": "300"}).ws_url) as scene:
+        scene.a.abort()
+        again, _ = await scene.resume(scene.token)
+        await again.stop(chat=scene.ten_a.chat, sender=scene.ten_a.sender)
+        await scene.b.wait_code(LEFT, timeout=10)
+        mark_again, mark_b = len(again.events), len(scene.b.events)
         await again.start(start_body("Ann", "fi"), receipt=True)
-        await b.start(start_body("Bob", "fi"), receipt=True)
+        await scene.b.start(start_body("Bob", "fi"), receipt=True)
         await asyncio.sleep(1)
-        assert PAIRED not in again.codes(mark_again) + b.codes(mark_b)  # both wait
-    finally:
-        await close_all([a, b] + ([again] if again else []))
+        assert PAIRED not in again.codes(mark_again) + scene.b.codes(mark_b)  # both wait

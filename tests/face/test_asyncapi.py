@@ -14,7 +14,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
 from tests.support.live import ARTIFACTS, REPO
-from tests.support.skip import skip_or_fail
+from tests.support.skip import npm_missing, skip_or_fail
 from tests.support.wire import WireClient
 
 DOC_PATH = REPO / "docs" / "asyncapi.yaml"
@@ -104,7 +104,7 @@ def test_document_has_the_asyncapi_3_shape(doc):
 
 def test_document_is_valid_against_the_official_asyncapi_3_schema(doc):
     if not OFFICIAL_SCHEMA.is_file():
-        skip_or_fail(f"{OFFICIAL_SCHEMA.relative_to(REPO)} is missing: run `npm ci` in web/ (bin/test does)")
+        skip_or_fail(npm_missing(str(OFFICIAL_SCHEMA.relative_to(REPO)), "web"))
     official = jsonschema.Draft7Validator(json.loads(OFFICIAL_SCHEMA.read_text(encoding="utf-8")))
     problems = errors(official, doc)
     assert not problems, problems[:5]

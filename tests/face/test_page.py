@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import urllib.request
@@ -10,7 +11,7 @@ import pytest
 
 from tests.support.live import ARTIFACTS, REPO
 from tests.support.proxy import CuttableProxy
-from tests.support.skip import skip_or_fail
+from tests.support.skip import npm_missing, skip_or_fail
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -44,7 +45,7 @@ def test_page_script_writes_text_only():
 def test_static_files_are_served_by_daphne(daphne_server):
     bundle = REPO / "web" / "node_modules" / "@stomp" / "stompjs" / "bundles" / "stomp.umd.min.js"
     if not bundle.is_file():
-        skip_or_fail("web/node_modules is not installed: run `npm ci` in web/ (bin/serve and bin/test do)")
+        skip_or_fail(npm_missing("web/node_modules", "web"))
     for path, marker in (("/static/vendor/stompjs/stomp.umd.min.js", b"StompJs"),
                          ("/static/randomchat/chat.js", b"/user/dialog"),
                          ("/static/randomchat/chat.css", b".log")):
@@ -66,7 +67,7 @@ def browser():
     if not os.access(CHROMIUM, os.X_OK):
         missing.append(f"{CHROMIUM} is missing (apt-get install chromium; .ci/run does)")
     if not (REPO / "web" / "node_modules" / "@stomp" / "stompjs").is_dir():
-        missing.append("web/node_modules is not installed (npm ci in web/; bin/test does)")
+        missing.append(npm_missing("web/node_modules", "web"))
     if missing:
         skip_or_fail("browser test: " + "; ".join(missing))
     with sync_playwright() as playwright:
@@ -129,11 +130,27 @@ class Person:
         self.page.screenshot(path=str(ARTIFACTS / f"page-{name}.png"), full_page=True)
 
 
+@contextlib.contextmanager
+def watched(people: list[Person]):
+    """Close the people's browsers after the test; a failure first shows what each one saw."""
+    try:
+        yield people
+    except Exception:
+        for person in people:
+            person.shot(f"failed-{person.label}")
+            print(f"{person.label}: state={person.page.get_attribute('body', 'data-state')} "
+                  f"log={person.page.inner_text('#log')!r} problems={person.problems}")
+        raise
+    finally:
+        for person in people:
+            person.context.close()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_browsers_chat(daphne_server, browser):
     url = daphne_server.http_url + "/"
     alice, boris = Person(browser, url, "alice"), Person(browser, url, "boris")
-    try:
+    with watched([alice, boris]):
         alice.shot("01-form")
         alice.start(name="Alice", language="en", gender="female", age=30, want_gender="male", want_min=25, want_max=40)
         alice.state("waiting")
@@ -192,21 +209,18 @@ def test_two_browsers_chat(daphne_server, browser):
 
         for person in (alice, boris):
             assert person.problems == [], (person.label, person.problems)
-    except Exception:
-        report_failure([alice, boris])
-        raise
-    finally:
-        for person in (alice, boris):
-            person.context.close()
 
 
 # Resume after a network drop (PROTOCOL.md §7.1): one person reaches daphne through a proxy that is cut.
 
 
-def paired_through_proxy(browser, server, proxy: CuttableProxy) -> tuple[Person, Person]:
-    """Alice (behind the proxy) and Boris (direct), in a dialog, each having said a line."""
+def paired_through_proxy(browser, server, proxy: CuttableProxy, people: list[Person]) -> tuple[Person, Person]:
+    """Alice (behind the proxy) and Boris (direct), in a dialog, each having said a line;
+    both join `people`."""
     alice = Person(browser, proxy.url(server.http_url) + "/", "alice")
+    people.append(alice)
     boris = Person(browser, server.http_url + "/", "boris")
+    people.append(boris)
     alice.start(name="Alice", language="en", gender="female", age=30)
     boris.start(name="Boris", language="en", gender="male", age=35)
     for person in (alice, boris):
@@ -225,78 +239,53 @@ def reconnecting(person: Person) -> None:
         assert person.page.is_disabled(control), control
 
 
-def report_failure(people: list[Person]) -> None:
-    for person in people:
-        person.shot(f"failed-{person.label}")
-        print(f"{person.label}: state={person.page.get_attribute('body', 'data-state')} "
-              f"log={person.page.inner_text('#log')!r} problems={person.problems}")
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_cut_network_resumes_the_dialog(daphne_server, browser):
-    people: list[Person] = []
-    with CuttableProxy("127.0.0.1", daphne_server.port) as proxy:
-        try:
-            alice, boris = paired_through_proxy(browser, daphne_server, proxy)
-            people += [alice, boris]
-            proxy.set_cut(True)
-            reconnecting(alice)
-            boris.say("while you were away")
-            boris.wait_line("me", "while you were away")
-            time.sleep(2.5)  # a few of the page's reconnects fail on the cut link
-            reconnecting(alice)
-            alice.shot("05-reconnecting")
+    with CuttableProxy("127.0.0.1", daphne_server.port) as proxy, watched([]) as people:
+        alice, boris = paired_through_proxy(browser, daphne_server, proxy, people)
+        proxy.set_cut(True)
+        reconnecting(alice)
+        boris.say("while you were away")
+        boris.wait_line("me", "while you were away")
+        time.sleep(2.5)  # a few of the page's reconnects fail on the cut link
+        reconnecting(alice)
+        alice.shot("05-reconnecting")
 
-            proxy.set_cut(False)
-            alice.state("chatting")
-            alice.wait_line("partner", "while you were away")
-            alice.page.wait_for_selector('#status[data-online="true"]:text-is("online")')
-            assert alice.page.is_hidden("#notice") and alice.page.is_enabled("#message")
-            assert alice.page.eval_on_selector_all("#log li", "items => items.map(li => li.className)") == [
-                "system", "me", "system", "partner"]  # the transcript goes on: greeting, before, reconnected, missed
-            alice.say("back")
-            boris.wait_line("partner", "back")
-            boris.say("welcome back")
-            alice.wait_line("partner", "welcome back")
-            alice.shot("06-resumed")
-            assert boris.system_lines() == ["You are now talking to Alice. Say hi!"]  # never told of the drop
-            assert boris.page.get_attribute("body", "data-state") == "chatting"
-            assert alice.problems_besides_drops() == [] and boris.problems == [], (alice.problems, boris.problems)
-        except Exception:
-            report_failure(people)
-            raise
-        finally:
-            for person in people:
-                person.context.close()
+        proxy.set_cut(False)
+        alice.state("chatting")
+        alice.wait_line("partner", "while you were away")
+        alice.page.wait_for_selector('#status[data-online="true"]:text-is("online")')
+        assert alice.page.is_hidden("#notice") and alice.page.is_enabled("#message")
+        assert alice.page.eval_on_selector_all("#log li", "items => items.map(li => li.className)") == [
+            "system", "me", "system", "partner"]  # the transcript goes on: greeting, before, reconnected, missed
+        alice.say("back")
+        boris.wait_line("partner", "back")
+        boris.say("welcome back")
+        alice.wait_line("partner", "welcome back")
+        alice.shot("06-resumed")
+        assert boris.system_lines() == ["You are now talking to Alice. Say hi!"]  # never told of the drop
+        assert boris.page.get_attribute("body", "data-state") == "chatting"
+        assert alice.problems_besides_drops() == [] and boris.problems == [], (alice.problems, boris.problems)
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_cut_longer_than_the_grace_ends_the_dialog_and_says_so(start_daphne, browser):
     server = start_daphne(env={"RANDOMCHAT_RESUME_GRACE_MAX": "1", "RANDOMCHAT_REMATCH_WINDOW": "0"})
-    people: list[Person] = []
-    with CuttableProxy("127.0.0.1", server.port) as proxy:
-        try:
-            alice, boris = paired_through_proxy(browser, server, proxy)
-            people += [alice, boris]
-            proxy.set_cut(True)
-            cut_at = time.monotonic()
-            reconnecting(alice)
-            boris.state("ended")  # the grace of 1 s ran out
-            boris.wait_line("system", "Alice was disconnected.")
-            time.sleep(max(0.0, 4 - (time.monotonic() - cut_at)))
-            reconnecting(alice)
+    with CuttableProxy("127.0.0.1", server.port) as proxy, watched([]) as people:
+        alice, boris = paired_through_proxy(browser, server, proxy, people)
+        proxy.set_cut(True)
+        cut_at = time.monotonic()
+        reconnecting(alice)
+        boris.state("ended")  # the grace of 1 s ran out
+        boris.wait_line("system", "Alice was disconnected.")
+        time.sleep(max(0.0, 4 - (time.monotonic() - cut_at)))
+        reconnecting(alice)
 
-            proxy.set_cut(False)
-            alice.state("idle")
-            alice.page.wait_for_selector("#error:has-text('The connection was lost for too long: the chat has ended.')")
-            alice.page.wait_for_selector('#status[data-online="true"]')
-            assert alice.page.is_visible("#start-form") and alice.page.is_enabled("#start")
-            assert alice.page.is_hidden("#dialog") and alice.page.is_hidden("#notice")
-            alice.shot("07-resume-failed")
-            assert alice.problems_besides_drops() == [] and boris.problems == [], (alice.problems, boris.problems)
-        except Exception:
-            report_failure(people)
-            raise
-        finally:
-            for person in people:
-                person.context.close()
+        proxy.set_cut(False)
+        alice.state("idle")
+        alice.page.wait_for_selector("#error:has-text('The connection was lost for too long: the chat has ended.')")
+        alice.page.wait_for_selector('#status[data-online="true"]')
+        assert alice.page.is_visible("#start-form") and alice.page.is_enabled("#start")
+        assert alice.page.is_hidden("#dialog") and alice.page.is_hidden("#notice")
+        alice.shot("07-resume-failed")
+        assert alice.problems_besides_drops() == [] and boris.problems == [], (alice.problems, boris.problems)

@@ -14,7 +14,7 @@ from tests.support.inprocess import raw_frame
 from tests.support.live import DaphneServer
 
 from tests.support.inprocess import pair
-from tests.support.raw import closed_after, stomp_open
+from tests.support.wire import WireClient
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
@@ -104,17 +104,17 @@ async def hold_transactions(url: str, connections: int) -> list[str]:
     frame = lambda t: b"SEND\ndestination:/message\ntransaction:%s\ncontent-length:60000\n\n" % t + body + b"\x00"  # noqa: E731
 
     async def one() -> str:
-        ws = await stomp_open(url)
+        client = await WireClient(url).open(subscribe=False)
         try:
             for t in range(8):
-                await ws.send(b"BEGIN\ntransaction:%d\n\n\x00" % t)
+                await client.send(b"BEGIN\ntransaction:%d\n\n\x00" % t)
                 for _ in range(64):
-                    await ws.send(frame(b"%d" % t))
-            frames, _, _ = await closed_after(ws, 30)
-            return frames[0]
+                    await client.send(frame(b"%d" % t))
         except ConnectionClosed:
-            frames, _, _ = await closed_after(ws, 30)
-            return frames[0] if frames else "closed"
+            pass
+        frames, _ = await client.frames_until_closed(30)
+        await client.close()
+        return f"{frames[0].command}: {frames[0].get('message')}" if frames else "closed"
 
     return await asyncio.gather(*(one() for _ in range(connections)))
 
@@ -124,14 +124,14 @@ def test_open_transactions_hold_a_bounded_amount_of_memory():
         pid = server.process.pid
 
         async def warm_up():
-            ws = await stomp_open(server.ws_url)
-            await ws.close()
+            client = await WireClient(server.ws_url).open(subscribe=False)
+            await client.close()
 
         asyncio.run(warm_up())
         before = rss_kib(pid, "VmHWM")
         errors = asyncio.run(hold_transactions(server.ws_url, 8))
         peak = rss_kib(pid, "VmHWM") - before
-        assert all(e.startswith("ERROR\nmessage:More than 262144 bytes buffered for this connection") for e in errors), errors
+        assert all(e.startswith("ERROR: More than 262144 bytes buffered for this connection") for e in errors), errors
         # Was 230 MB for these 8 connections; now each holds at most 256 KiB.
         assert peak < 30 * 1024, f"peak RSS grew by {peak} KiB"
         print(f"8 connections x 8 transactions: peak RSS +{peak} KiB")

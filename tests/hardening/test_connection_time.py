@@ -11,22 +11,32 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.support.inprocess import raw_frame
 from tests.support.live import DaphneServer
-
-from tests.support.raw import closed_after, stomp_open
+from tests.support.wire import RawFrame, WireClient
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
 
+async def connected(url: str, heartbeat: str = "0,0") -> WireClient:
+    return await WireClient(url).open(headers={"heart-beat": heartbeat}, subscribe=False)
+
+
+async def closed_after(client: WireClient, timeout: float) -> tuple[list[RawFrame], int | None, float]:
+    """The frames until the server closes, the close code, and how long from now that took."""
+    t0 = time.monotonic()
+    frames, _ = await client.frames_until_closed(timeout)
+    return frames, client.close_code, time.monotonic() - t0
+
+
 async def trickle(url: str, data: bytes, pause: float, heart_beat: str = "0,0"):
-    ws = await stomp_open(url, heart_beat)
+    client = await connected(url, heart_beat)
     t0 = time.monotonic()
     try:
         for i in range(len(data)):
-            await ws.send(data[i:i + 1].decode())
+            await client.send(data[i:i + 1].decode())
             await asyncio.sleep(pause)
     except ConnectionClosed:
         pass
-    frames, code, _ = await closed_after(ws, 10)
+    frames, code, _ = await closed_after(client, 10)
     return frames, code, time.monotonic() - t0
 
 
@@ -36,7 +46,8 @@ def test_a_frame_that_trickles_in_is_refused():
         for heart_beat in ("0,0", "500,500"):  # the trickle would keep heart-beat checks happy
             frames, code, elapsed = asyncio.run(trickle(server.ws_url, data, 0.1, heart_beat))
             message = "Frame not completed within 1 s"
-            assert frames == [f"ERROR\nmessage:{message}\ncontent-type:text/plain\ncontent-length:{len(message)}\n\n{message}\x00"]
+            headers = (("message", message), ("content-type", "text/plain"), ("content-length", str(len(message))))
+            assert frames == [RawFrame("ERROR", headers, message.encode())]
             assert code == 4002
             assert 1 <= elapsed < 4
         assert server.log().count("kind=frame_timeout reason=Frame not completed within 1 s") == 2
@@ -44,14 +55,14 @@ def test_a_frame_that_trickles_in_is_refused():
 
 def test_a_frame_split_over_messages_in_time_is_fine():
     async def split(url):
-        ws = await stomp_open(url)
+        client = await connected(url)
         frame = raw_frame("SEND", [("destination", "/start"), ("receipt", "r")], "{}")
         for _ in range(3):  # each frame takes 0.6 s: every one under the limit, the sum over it
-            await ws.send(frame[:10].decode())
+            await client.send(frame[:10].decode())
             await asyncio.sleep(0.6)
-            await ws.send(frame[10:].decode())
-            assert (await asyncio.wait_for(ws.recv(), 5)).startswith("RECEIPT")
-        await ws.close()
+            await client.send(frame[10:].decode())
+            await client.expect("RECEIPT", 5)
+        await client.close()
 
     with DaphneServer(env={"RANDOMCHAT_FRAME_TIMEOUT": "1"}) as server:
         asyncio.run(split(server.ws_url))
@@ -59,18 +70,18 @@ def test_a_frame_split_over_messages_in_time_is_fine():
 
 def test_an_idle_connection_outside_pool_and_dialog_is_closed():
     async def scenario(url):
-        idle = await stomp_open(url)
+        idle = await connected(url)
         idle_result = asyncio.create_task(closed_after(idle, 20))
-        waiting = await stomp_open(url)
+        waiting = await connected(url)
         await waiting.send(raw_frame("SEND", [("destination", "/start"), ("receipt", "w")], '{"languageCode": "xx"}').decode())
-        assert (await asyncio.wait_for(waiting.recv(), 5)).startswith("RECEIPT")
-        a, b = await stomp_open(url), await stomp_open(url)
-        for ws in (a, b):
-            await ws.send(raw_frame("SUBSCRIBE", [("id", "s"), ("destination", "/user/dialog")]).decode())
-            await ws.send(raw_frame("SEND", [("destination", "/start")], '{"languageCode": "yy"}').decode())
-        for ws in (a, b):
-            assert json.loads((await asyncio.wait_for(ws.recv(), 5)).split("\n\n", 1)[1][:-1])["eventCode"] == 10
-        beating = await stomp_open(url, heart_beat="300,0")
+        await waiting.expect("RECEIPT", 5)
+        a, b = await connected(url), await connected(url)
+        for client in (a, b):
+            await client.send(raw_frame("SUBSCRIBE", [("id", "s"), ("destination", "/user/dialog")]).decode())
+            await client.send(raw_frame("SEND", [("destination", "/start")], '{"languageCode": "yy"}').decode())
+        for client in (a, b):
+            assert json.loads((await client.expect("MESSAGE", 5)).body)["eventCode"] == 10
+        beating = await connected(url, heartbeat="300,0")
 
         async def beat():
             while True:
@@ -83,16 +94,16 @@ def test_an_idle_connection_outside_pool_and_dialog_is_closed():
         assert (frames, code) == ([], 4008)
         assert elapsed < 5
         await asyncio.sleep(2)  # twice the limit
-        for ws in (waiting, a, b, beating):
-            await ws.send(raw_frame("ACK", [("id", "1"), ("receipt", "alive")]).decode())
-            assert (await asyncio.wait_for(ws.recv(), 5)).startswith("RECEIPT")
+        for client in (waiting, a, b, beating):
+            await client.send(raw_frame("ACK", [("id", "1"), ("receipt", "alive")]).decode())
+            await client.expect("RECEIPT", 5)
         beats.cancel()
         # Once its waiting is cancelled, the connection is idle too.
         await waiting.send(raw_frame("SEND", [("destination", "/stop")], "{}").decode())
         frames, code, elapsed = await closed_after(waiting, 20)
         assert code == 4008 and elapsed < 5
-        for ws in (a, b, beating):
-            await ws.close()
+        for client in (a, b, beating):
+            await client.close()
 
     with DaphneServer(env={"RANDOMCHAT_IDLE_TIMEOUT": "1", "RANDOMCHAT_HEARTBEAT_RECEIVE_MS": "300"}) as server:
         asyncio.run(scenario(server.ws_url))

@@ -20,7 +20,7 @@ from chat.requests import DialogRequest
 from dialogs.services import dialog_stop
 from matching.models import PoolUser
 
-from tests.support.factories import pool_user, start, this_process
+from tests.support.factories import dialog_of, pool_user, start, this_process
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -108,7 +108,7 @@ def test_a_batch_skips_a_waiting_user_that_is_leaving():
     result.start()
     started = result.outcome()
     let_go()
-    assert started.dialog_id is None
+    assert dialog_of(started.user_id) is None
 
 
 def test_a_batch_waits_for_the_batch_before_it_in_its_language_and_then_sees_its_users():
@@ -177,8 +177,8 @@ def test_leave_while_a_batch_pairs_the_user_ends_the_new_dialog():
     until_blocked(1)
     release.set()
     pairer.join(10)
-    result = leave.outcome()
+    notices = leave.outcome()
     dialog = Dialog.objects.get()
-    assert result.dialog_id == dialog.pk
+    assert {n.message["chat"] for n in notices} == {str(dialog.pk)}
     assert (dialog.status, dialog.end_reason, dialog.ended_by_id) == ("ended", "disconnect", waiting.pk)
-    assert sorted(n.channel for n in result.notices) == ["chan.new", "chan.waiting"]
+    assert sorted(n.channel for n in notices) == ["chan.new", "chan.waiting"]

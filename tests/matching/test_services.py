@@ -20,7 +20,7 @@ from matching.models import PoolUser, ServerProcess
 from chat import events
 from chat.refusals import Refusal
 
-from tests.support.factories import entry, pool_user, start, start_many, this_process
+from tests.support.factories import dialog_of, entry, pair, pool_user, start, start_many, this_process
 
 pytestmark = pytest.mark.django_db
 Status = PoolUser.Status
@@ -33,12 +33,6 @@ def user(pk) -> PoolUser:
 def event_of(notice: events.Notice) -> dict:
     assert notice.message["type"] == "chat.event"
     return json.loads(notice.message["body"])
-
-
-def pair(a: str = "chan.a", b: str = "chan.b", a_data=None, b_data=None) -> tuple[uuid.UUID, uuid.UUID, Dialog]:
-    first = start(a, a_data)
-    second = start(b, b_data)
-    return first.user_id, second.user_id, Dialog.objects.get(pk=second.dialog_id)
 
 
 def snapshot() -> list[tuple]:
@@ -54,7 +48,7 @@ def snapshot() -> list[tuple]:
 def test_start__stores_a_waiting_user():
     result = start("chan.a", {"name": " Bob ", "languageCode": "RU", "userAttributes": {"gender": "male", "age": 30},
                               "targetAttributes": {"gender": "female", "age": {"min": 18, "max": 40}}})
-    assert result.notices == [] and result.dialog_id is None
+    assert result.notices == [] and dialog_of(result.user_id) is None
     stored = user(result.user_id)
     assert (stored.name, stored.language, stored.gender, stored.age) == ("Bob", "ru", "male", 30)
     assert (stored.target_gender, stored.target_age_min, stored.target_age_max) == ("female", 18, 40)
@@ -67,7 +61,7 @@ def test_start__second_compatible_user_is_paired_with_the_first_and_both_are_tol
     result = start("chan.b", {"languageCode": "EN", "userAttributes": {"gender": "male"}})
     b = result.user_id
     dialog = Dialog.objects.get()
-    assert result.dialog_id == dialog.pk
+    assert dialog_of(b) == dialog
     assert (dialog.first_id, dialog.second_id, dialog.status, dialog.language) == (a, b, Dialog.Status.ACTIVE, "en")
     for pk in (a, b):
         assert user(pk).status == Status.PAIRED and user(pk).paired_at == dialog.started_at
@@ -101,8 +95,8 @@ def test_start__pairs_with_the_longest_waiting_compatible_user():
     oldest_free = start("chan.3").user_id
     start("chan.4", {"languageCode": "de"})  # paired with chan.old-de, leaves oldest_free alone
     result = start("chan.5")
-    assert Dialog.objects.get(pk=newer.dialog_id).first_id == older
-    assert {Dialog.objects.get(pk=result.dialog_id).first_id} == {oldest_free}
+    assert dialog_of(newer.user_id).first_id == older
+    assert {dialog_of(result.user_id).first_id} == {oldest_free}
 
 
 @pytest.mark.parametrize("held", ["waiting", "paired"])
@@ -144,14 +138,14 @@ def test_batch__pairs_its_own_users_in_arrival_order():
     # The one who waited pairs with the first newcomer, then newcomers pair in order.
     assert firsts == {ids[0]: waiting, ids[2]: ids[1], ids[4]: ids[3]}
     assert [len(r.notices) for r in results] == [2, 2, 0, 2, 0]  # one side sends a pair's 10s
-    assert results[2].dialog_id == results[1].dialog_id
+    assert dialog_of(ids[2]) == dialog_of(ids[1]) is not None
 
 
 def test_batch__a_refusal_leaves_the_others_alone():
     start("chan.x", {"languageCode": "de"})
     results = start_many([entry("chan.a"), entry("chan.x"), entry("chan.b")])
     assert isinstance(results[1], Refusal) and results[1].slug == "already_waiting"
-    assert results[2].dialog_id is not None
+    assert dialog_of(results[2].user_id) is not None
     assert Dialog.objects.count() == 1 and user(results[0].user_id).status == Status.PAIRED
 
 
@@ -189,7 +183,7 @@ def test_reach__a_closed_connection_of_this_process_is_skipped():
     alive = start("chan.alive", man).user_id
     woman = {"userAttributes": {"gender": "female"}, "targetAttributes": {"gender": "male"}}
     [result] = start_many([entry("chan.new", woman)], live_channels={"chan.alive", "chan.new"})
-    assert Dialog.objects.get(pk=result.dialog_id).first_id == alive
+    assert dialog_of(result.user_id).first_id == alive
     assert user(closed).status == Status.WAITING  # its own leave (or the heartbeat) releases it
 
 
@@ -198,7 +192,7 @@ def test_reach__a_user_of_a_dead_process_is_skipped():
     ghost = pool_user({}, channel_name="chan.ghost", process=dead)
     forgotten = pool_user({}, channel_name="chan.forgotten", process=None)  # its process was released
     result = start("chan.new")
-    assert result.dialog_id is None
+    assert dialog_of(result.user_id) is None
     assert user(ghost.pk).status == Status.WAITING and user(forgotten.pk).status == Status.WAITING
 
 
@@ -208,7 +202,7 @@ def test_reach__a_user_of_another_live_process_is_paired():
     try:
         remote = pool_user({}, channel_name="chan.remote", process=other)
         result = start("chan.new")
-        assert Dialog.objects.get(pk=result.dialog_id).first_id == remote.pk
+        assert dialog_of(result.user_id).first_id == remote.pk
     finally:
         processes.process_presence_release()
 
@@ -238,7 +232,7 @@ def test_reach__a_process_without_its_presence_lock_is_dead_at_once():
     other = ServerProcess.objects.create(hostname="elsewhere.invalid", pid=1)
     pool_user({}, channel_name="chan.remote", process=other)
     assert other.pk not in processes.processes_alive()
-    assert start("chan.new").dialog_id is None
+    assert dialog_of(start("chan.new").user_id) is None
 
 
 def test_reach__a_stale_candidate_is_skipped(monkeypatch):
@@ -249,7 +243,7 @@ def test_reach__a_stale_candidate_is_skipped(monkeypatch):
     waiting = PoolUser.objects.filter(status=Status.WAITING).order_by("created_at", "pk")
     monkeypatch.setattr(pool, "pool_candidates_many", lambda wanted: [list(waiting[:n]) for _, n in wanted])
     result = start("chan.d")
-    assert Dialog.objects.get(pk=result.dialog_id).first_id == c
+    assert dialog_of(result.user_id).first_id == c
     assert user(a).status == user(b).status == Status.PAIRED
 
 
@@ -272,24 +266,22 @@ def test_reach__past_a_short_read_the_pool_is_paged(monkeypatch):
 
 def test_leave__a_waiting_user_is_gone():
     a = start("chan.a").user_id
-    result = user_leave(channel_name="chan.a", reason="disconnect")
-    assert result.notices == [] and result.user_id == a
+    assert user_leave(channel_name="chan.a", reason="disconnect") == []
     assert user(a).status == Status.GONE and user(a).left_at is not None
-    assert start("chan.b").dialog_id is None  # nobody to pair with
+    assert dialog_of(start("chan.b").user_id) is None  # nobody to pair with
 
 
 @pytest.mark.parametrize("reason", ["disconnect", "timeout"])
 def test_leave__in_a_dialog_ends_it(reason):
     a, b, dialog = pair()
-    result = user_leave(channel_name="chan.b", reason=reason)
+    notices = user_leave(channel_name="chan.b", reason=reason)
     dialog.refresh_from_db()
     assert (dialog.status, dialog.end_reason, dialog.ended_by_id) == (Dialog.Status.ENDED, reason, b)
     assert dialog.ended_at is not None
     assert user(a).status == Status.ENDED and user(b).status == Status.ENDED
-    assert result.dialog_id == dialog.pk
-    assert [n.channel for n in result.notices] == ["chan.a", "chan.b"]
-    notice = result.notices[0]
-    assert result.notices[1].message is notice.message
+    assert [n.channel for n in notices] == ["chan.a", "chan.b"]
+    notice = notices[0]
+    assert notices[1].message is notice.message
     assert event_of(notice) == {"chatUUID": str(dialog.pk), "senderUUID": str(b), "eventCode": 30,
                                 "serviceContent": {"reason": reason}, "content": None}
 
@@ -299,7 +291,7 @@ def test_leave__is_idempotent():
     user_leave(channel_name="chan.a", reason="disconnect")
     before = snapshot()
     for channel in ("chan.a", "chan.b", "chan.nobody"):
-        assert user_leave(channel_name=channel, reason="disconnect").notices == []
+        assert user_leave(channel_name=channel, reason="disconnect") == []
     assert snapshot() == before
 
 
@@ -317,7 +309,7 @@ def test_cancel__of_a_waiting_user():
     cancelled = pool.pool_cancel(channel_name="chan.a")
     assert cancelled.pk == a
     assert user(a).status == Status.CANCELLED and user(a).left_at is not None
-    assert start("chan.b").dialog_id is None
+    assert dialog_of(start("chan.b").user_id) is None
 
 
 def test_cancel__nothing_to_cancel():

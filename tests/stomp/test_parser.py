@@ -389,6 +389,46 @@ def test_version_can_change_between_feeds():
     assert parser.feed(b"SEND\nk:a\\cb\n\n\x00") == [Frame("SEND", (("k", "a:b"),))]
 
 
+# One message, one item at a time (frames())
+
+
+def test_frames_parses_each_frame_after_the_one_before_was_taken():
+    parser = FrameParser(version="1.0")
+    items = parser.frames(b"SEND\nk:a\\cb\n\n\x00SEND\nk:a\\cb\n\n\x00")
+    assert next(items) == Frame("SEND", (("k", "a\\cb"),))
+    parser.version = "1.2"  # as a CONNECT before the second frame would negotiate
+    assert list(items) == [Frame("SEND", (("k", "a:b"),))]
+
+
+def test_frames_parses_nothing_after_the_caller_stops():
+    parser = FrameParser()
+    items = parser.frames(b"DISCONNECT\n\n\x00\rnot a frame\x00")
+    assert next(items) == Frame("DISCONNECT")
+    items.close()
+    assert parser.buffered == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"\x00\x00ACK\n\n\x00\x00\n\x00", [Frame("ACK"), HEARTBEAT]),  # stray NULs between frames
+        (b"SEND\ncontent-length:3\n\n\x00\x00\x00\x00ACK\n\n\x00", [Frame("SEND", (("content-length", "3"),), b"\x00\x00\x00"), Frame("ACK")]),
+    ],
+    ids=["stray-nuls", "nuls-in-a-counted-body"],
+)
+def test_frames_of_one_message(data, expected):
+    assert list(FrameParser().frames(data)) == expected
+
+
+def test_frames_tells_since_when_a_frame_is_partial():
+    parser = FrameParser()
+    assert list(parser.frames(b"ACK\n", now=5.0)) == [] and parser.partial_since == 5.0
+    assert list(parser.frames(b"id:1\n", now=6.0)) == [] and parser.partial_since == 5.0
+    assert list(parser.frames(b"\n\x00ACK", now=7.0)) == [Frame("ACK", (("id", "1"),))]
+    assert parser.partial_since == 7.0
+    assert list(parser.frames(b"\n\n\x00", now=8.0)) == [Frame("ACK")] and parser.partial_since is None
+
+
 # Limits
 
 

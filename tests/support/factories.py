@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.db.models import Q
 from django.utils import timezone
 
 from chat.requests import StartRequest, parse_start
@@ -81,7 +82,12 @@ def pair(a: str = "chan.a", b: str = "chan.b", a_data=None, b_data=None) -> tupl
     """Two users paired through the services, as their consumers would: (first, second, dialog)."""
     first = start(a, a_data)
     second = start(b, b_data)
-    return first.user_id, second.user_id, Dialog.objects.get(pk=second.dialog_id)
+    return first.user_id, second.user_id, dialog_of(second.user_id)
+
+
+def dialog_of(user_id) -> Dialog | None:
+    """The dialog a user was paired into, if any."""
+    return Dialog.objects.filter(Q(first_id=user_id) | Q(second_id=user_id)).first()
 
 
 def make_dialog(

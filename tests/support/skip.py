@@ -17,3 +17,8 @@ def skip_or_fail(reason: str) -> None:
     if in_ci():
         pytest.fail(f"{reason} (CI=true: this test must not be skipped)", pytrace=False)
     pytest.skip(reason)
+
+
+def npm_missing(path: str, folder: str) -> str:
+    """The reason when npm's packages that a test needs are not installed."""
+    return f"{path} is missing: run `npm ci` in {folder}/ (bin/test does)"
