@@ -135,7 +135,7 @@ def test_a_batch_waits_for_the_batch_before_it_in_its_language_and_then_sees_its
     until_blocked(1)
     release.set()
     earlier = holder.outcome()
-    assert Dialog.objects.get(pk=result.outcome().dialog_id).first_id == earlier.pk
+    assert dialog_of(result.outcome().user_id).first_id == earlier.pk
 
 
 def test_dialog_is_stopped_while_the_partner_disconnects():

@@ -219,7 +219,7 @@ def test_reach__the_candidate_read_brings_its_process_along():
         newcomer, me = entry("chan.new"), this_process()
         with CaptureQueriesContext(connection) as queries:
             [result] = dialogs_start([newcomer], process_id=me.pk)
-        assert Dialog.objects.get(pk=result.dialog_id).first_id == remote.pk
+        assert dialog_of(result.user_id).first_id == remote.pk
         reads = [q["sql"] for q in queries.captured_queries if "matching_serverprocess" in q["sql"]]
         assert len(reads) == 1 and "wanted_by" in reads[0]
     finally:
@@ -257,7 +257,7 @@ def test_reach__past_a_short_read_the_pool_is_paged(monkeypatch):
     alive = start("chan.alive").user_id
     later = start("chan.later", {"languageCode": "de"}).user_id  # another language: not a candidate
     result = start("chan.new")
-    assert Dialog.objects.get(pk=result.dialog_id).first_id == alive
+    assert dialog_of(result.user_id).first_id == alive
     assert user(later).status == Status.WAITING
 
 
