@@ -299,15 +299,16 @@ def run_rounds(targets: list[Target], args) -> None:
                   f"server CPU {r['server_cpu']:.2f}, client CPU {r['client_cpu']:.2f}, load {h.load_average()}", flush=True)
 
 
-def randomchat_server(db: dict, name: str, proposed: bool = False, redis: bool = False) -> h.Daphne:
-    """randomchat as it is, or with the changes of bench/proposed_asgi.py."""
+def randomchat_server(db: dict, name: str, proposed: bool = False, redis: bool = False, tree=h.REPO) -> h.Daphne:
+    """randomchat as it is (or as another work tree of it has it, on the same schema), or with
+    the changes of bench/proposed_asgi.py."""
     extra = dict(h.RAISED_RATE_LIMITS)
     if redis:
         extra["REDIS_URL"] = h.redis_url()
     if proposed:
         return h.Daphne(h.server_env(db, extra), app="proposed_asgi:application", name=name,
                         pythonpath=[str(h.BENCH)]).start()
-    return h.Daphne(h.server_env(db, extra), name=name).start()
+    return h.Daphne(h.server_env(db, extra), name=name, cwd=tree).start()
 
 
 def default_mode(args) -> None:

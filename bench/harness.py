@@ -181,8 +181,10 @@ def server_env(database_env: dict, extra: dict | None = None) -> dict:
 class Daphne:
     """`daphne <app>` on a free port; `env` is its whole environment."""
 
-    def __init__(self, env: dict, *, app: str = APPLICATION, name: str = "daphne", pythonpath: list[str] | None = None):
+    def __init__(self, env: dict, *, app: str = APPLICATION, name: str = "daphne", pythonpath: list[str] | None = None,
+                 cwd: Path | str = REPO):
         self.env = dict(env)
+        self.cwd = cwd  # daphne imports the application from its working directory
         if pythonpath:
             self.env["PYTHONPATH"] = os.pathsep.join([*pythonpath, self.env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         self.app = app
@@ -205,7 +207,7 @@ class Daphne:
         os.close(fd)
         self.log_path = Path(path)
         command = [str(DAPHNE), "-b", "127.0.0.1", "-p", str(self.port), "--access-log", "/dev/null", self.app]
-        self.proc = spawn(command, env=self.env, log=self.log_path, preexec_fn=raise_nofile)
+        self.proc = spawn(command, env=self.env, log=self.log_path, preexec_fn=raise_nofile, cwd=self.cwd)
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:

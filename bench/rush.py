@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/rush.py              # 200 dialogs, 5 rounds per configuration
     .venv/bin/python bench/rush.py --quick      # 2 rounds, fewer idle pairs
+    .venv/bin/python bench/rush.py --quick --before /tmp/main-tree   # also main's servers, same run
 
 Configurations, all running side by side for the whole run:
 
@@ -261,7 +262,7 @@ def report(configs: list[Config], floor: Config, args) -> None:
     ref_idle = h.median(floor.idle)
     print(f"\n{args.dialogs} dialogs ({2 * args.dialogs} users) per rush, {args.rounds} rounds per configuration; "
           f"load average {h.load_average()}")
-    print(f"{'configuration':<38} {'pairs/s':>8} {'ratio':>6} {'p50':>9} {'p99':>9} {'CPU s/pair':>11} {'idle pair':>10} "
+    print(f"{'configuration':<50} {'pairs/s':>8} {'ratio':>6} {'p50':>9} {'p99':>9} {'CPU s/pair':>11} {'idle pair':>10} "
           f"{'ratio':>6}  per-round pairs/s")
     summary = {}
     for c in configs:
@@ -271,7 +272,7 @@ def report(configs: list[Config], floor: Config, args) -> None:
         idle = h.median(c.idle)
         summary[c.label] = {"rate": rate, "p99": h.percentile(latencies, 99), "cpu": cpu, "idle": idle}
         missing = sum(args.dialogs - r["pairs"] for r in c.rounds)
-        print(f"{c.label:<38} {rate:>8.0f} {rate / ref_rate:>5.2f}x {h.percentile(latencies, 50) * 1e3:>6.0f} ms "
+        print(f"{c.label:<50} {rate:>8.0f} {rate / ref_rate:>5.2f}x {h.percentile(latencies, 50) * 1e3:>6.0f} ms "
               f"{h.percentile(latencies, 99) * 1e3:>6.0f} ms {cpu * 1e3:>8.2f} ms {idle * 1e3:>7.2f} ms {idle / ref_idle:>5.2f}x  "
               + " ".join(f"{r['pairs_per_s']:.0f}" for r in c.rounds) + (f"  ({missing} pairs missing)" if missing else ""))
     print("\ngoals:")
@@ -302,6 +303,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=60, help="seconds a rush may take")
     parser.add_argument("--only", choices=["sqlite", "postgres"], help="leave out the other backend")
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--before", metavar="TREE",
+                        help="also run the randomchat configurations from this work tree (e.g. a worktree of main; "
+                             "same schema), labelled 'before:', for a before/after in one run")
     parser.add_argument("--role", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.role == "client":
@@ -320,17 +324,22 @@ def main() -> None:
         servers.append(floor_server)
         floor = Config("floor (bench/floor.py, in-memory)", [floor_server])
         configs = [floor]
-        if args.only != "postgres":
-            one = D.randomchat_server(h.sqlite_database("rush"), "rush-sqlite")
-            servers.append(one)
-            configs.append(Config("randomchat, 1 daphne, embedded default", [one]))
-        if args.only != "sqlite":
-            pg1 = D.randomchat_server(h.postgres_database("bench_randomchat_rush1"), "rush-pg1", redis=True)
-            db2 = h.postgres_database("bench_randomchat_rush2")
-            two = [D.randomchat_server(db2, f"rush-pg2-{i}", redis=True) for i in range(2)]
-            servers += [pg1, *two]
-            backing = h.service_pids()
-            configs += [Config(ONE_PG, [pg1], backing), Config(TWO_PG, two, backing)]
+        trees = [("", h.REPO)] + ([("before: ", args.before)] if args.before else [])
+        for tag, tree in trees:
+            name = f"rush{'-before' if tag else ''}"
+            if args.only != "postgres":
+                one = D.randomchat_server(h.sqlite_database(name), f"{name}-sqlite", tree=tree)
+                servers.append(one)
+                configs.append(Config(f"{tag}randomchat, 1 daphne, embedded default", [one]))
+            if args.only != "sqlite":
+                db_name = name.replace("-", "_")
+                pg1 = D.randomchat_server(h.postgres_database(f"bench_randomchat_{db_name}1"), f"{name}-pg1", redis=True,
+                                          tree=tree)
+                db2 = h.postgres_database(f"bench_randomchat_{db_name}2")
+                two = [D.randomchat_server(db2, f"{name}-pg2-{i}", redis=True, tree=tree) for i in range(2)]
+                servers += [pg1, *two]
+                backing = h.service_pids()
+                configs += [Config(f"{tag}{ONE_PG}", [pg1], backing), Config(f"{tag}{TWO_PG}", two, backing)]
         rng = random.Random(args.seed)
         offset = 0
         for round_no in range(args.rounds):
@@ -341,7 +350,7 @@ def main() -> None:
                 r = run_round(config, args, offset)
                 offset += args.dialogs
                 config.rounds.append(r)
-                print(f"round {round_no + 1} {config.label:<38} {r['pairs_per_s']:>6.0f} pairs/s, p99 "
+                print(f"round {round_no + 1} {config.label:<50} {r['pairs_per_s']:>6.0f} pairs/s, p99 "
                       f"{h.percentile(r['latencies'], 99) * 1e3:.0f} ms, CPU {r['cpu'] / max(1, r['pairs']) * 1e3:.2f} ms/pair, "
                       f"load {h.load_average()}", flush=True)
         wait_quiet(configs)
