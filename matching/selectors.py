@@ -27,7 +27,10 @@ RULE = (
     " AND ({target_age_max} IS NULL OR age <= {target_age_max})"
 )
 _RULE_VALUES = re.findall(r"{(\w+)}", RULE)
-_RULE_BOUND = re.sub(r"{\w+}", "%s", RULE)
+# The SQL type of each value (the others are text): a parameter alone, as in `%s IS NULL`,
+# must say its type when the server binds it (settings: server_side_binding).
+_VALUE_TYPES = {"age": "int", "target_age_min": "int", "target_age_max": "int"}
+_RULE_BOUND = re.sub(r"{(\w+)}", lambda m: f"CAST(%s AS {_VALUE_TYPES.get(m[1], 'text')})", RULE)
 _ORDER = "ORDER BY created_at, id"
 
 
@@ -60,7 +63,7 @@ def pool_candidates_many(wanted: Sequence[tuple[PoolUser, int]]) -> list[list[Po
             for user, limit in wanted
         ]
     columns = ["wanted_by", *dict.fromkeys(_RULE_VALUES), "wanted"]
-    types = {"wanted_by": "int", "age": "int", "target_age_min": "int", "target_age_max": "int", "wanted": "int"}
+    types = {"wanted_by": "int", **_VALUE_TYPES, "wanted": "int"}
     arrays = ", ".join(f"%s::{types.get(name, 'text')}[]" for name in columns)
     rule = RULE.format(**{name: f"w.{name}" for name in _RULE_VALUES})
     # Each candidate's process comes along (pairing asks whether it is alive): no second read.

@@ -113,6 +113,11 @@ if DATABASE_URL:
     # Health checks replace a connection that broke (a database restart) on its next use.
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=600, conn_health_checks=True)}
     DATABASES["default"]["TEST"] = {"NAME": f"test_randomchat_{_TEST_DB_SUFFIX}"}
+    # Parameters bound by the server, and a statement run 5 times on a connection prepared
+    # (psycopg's default threshold; Django's default is off): pairing's statements are the
+    # same every time, and planning them again was a good part of an idle pair's time
+    # (bench/README.md). A pooler in transaction mode needs prepared-statement support then.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
 else:
     DATABASES = {
         "default": {
