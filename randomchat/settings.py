@@ -116,7 +116,7 @@ if DATABASE_URL:
     # Parameters bound by the server, and a statement run 5 times on a connection prepared
     # (psycopg's default threshold; Django's default is off): pairing's statements are the
     # same every time, and planning them again was a good part of an idle pair's time
-    # (bench/README.md). A pooler in transaction mode needs prepared-statement support then.
+    # (bench/README.md). A pooler must be in session mode (docs/DEPLOYMENT.md).
     DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
 else:
     DATABASES = {
