@@ -1,5 +1,5 @@
-"""State kept per event loop (a server runs one loop, the tests run many in turn), and
-futures settled for many waiters at once."""
+"""State kept per event loop (a server runs one loop, the tests run many in turn), tasks
+that run on their own, and futures settled for many waiters at once."""
 
 from __future__ import annotations
 
@@ -25,6 +25,18 @@ class PerLoop(Generic[T]):
         if state is None:
             state = self._states[loop] = self.factory()
         return state
+
+
+_running: set[asyncio.Task] = set()
+
+
+def spawn(coro) -> asyncio.Task:
+    """Run `coro` as a task that nobody awaits; the loop keeps only weak references to its
+    tasks, so this keeps a strong one until it is done."""
+    task = asyncio.get_running_loop().create_task(coro)
+    _running.add(task)
+    task.add_done_callback(_running.discard)
+    return task
 
 
 def settle(futures: Iterable[asyncio.Future], results: Iterable) -> None:

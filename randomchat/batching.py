@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
 
-from chat.loops import settle
+from chat.loops import settle, spawn
 from chat.refusals import DATABASE_UNAVAILABLE
 
 
@@ -46,7 +46,7 @@ class Batch:
         queue.futures.append(future)
         if not queue.writing:
             queue.writing = True
-            loop.create_task(self._write_all(queue))
+            spawn(self._write_all(queue))
         return await future
 
     async def _write_all(self, queue: _Queue) -> None:

@@ -50,7 +50,7 @@ from channels.exceptions import ChannelFull
 from channels_redis.core import RedisChannelLayer as BaseRedisChannelLayer
 from redis.commands.core import AsyncScript
 
-from chat.loops import settle
+from chat.loops import settle, spawn
 from chat.notify import LAYER_UNAVAILABLE, Backoff
 
 logger = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class RedisChannelLayer(BaseRedisChannelLayer):
         loop = asyncio.get_running_loop()
         waiting = self.sends.setdefault((loop, index), [])
         if not waiting:
-            loop.create_task(self.send_waiting(loop, index))
+            spawn(self.send_waiting(loop, index))
         sent = loop.create_future()
         waiting.append((self.prefix + key, args, sent))
         try:

@@ -15,6 +15,7 @@ from matching.liveness import HeartbeatWatch
 from matching.maintenance import pool_timeout
 
 from chat.events import Notice
+from chat.loops import spawn
 from chat.notify import send_notices
 from moderation.services import BANNED, banned_hashes
 
@@ -27,7 +28,6 @@ live_channels: set[str] = set()
 live_addresses: dict[str, str] = {}
 """The hashed address of each open connection, by channel name (moderation bans)."""
 
-_grace_ends: set[asyncio.Task] = set()
 GRACE_END_SLACK = 0.05  # seconds after the grace, so that the database's clock agrees it ran out
 
 _registered: dict[asyncio.AbstractEventLoop, object] = {}
@@ -56,7 +56,7 @@ async def current_process():
             await in_own_thread(processes.process_presence_hold)(process)
             _registered.clear()
             _registered[loop] = process
-            loop.create_task(_beat_forever(process))
+            spawn(_beat_forever(process))
             logger.info("process registered id=%s", process.pk)
     return process
 
@@ -111,12 +111,7 @@ async def graces_expire() -> list[Notice]:
 def grace_end_later(seconds: float) -> None:
     """End a grace that just began on time; the heartbeat ends it too, should this process die."""
     loop = asyncio.get_running_loop()
-    loop.call_later(seconds + GRACE_END_SLACK, lambda: _track(loop.create_task(_grace_end())))
-
-
-def _track(task: asyncio.Task) -> None:
-    _grace_ends.add(task)  # the loop keeps only weak references to tasks
-    task.add_done_callback(_grace_ends.discard)
+    loop.call_later(seconds + GRACE_END_SLACK, lambda: spawn(_grace_end()))
 
 
 async def _grace_end() -> None:
