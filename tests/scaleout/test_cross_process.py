@@ -133,8 +133,27 @@ async def test_longest_waiting_partner_across_three_processes(cluster):
         await close_all(clients)
 
 
+def gone_user_left() -> bool:
+    from matching.models import PoolUser
+
+    return PoolUser.objects.filter(name="Gone", status=PoolUser.Status.GONE).exists()
+
+
 @pytest.mark.timeout(60)
-async def test_no_partner_whose_connection_closed_on_another_process(cluster):
+@pytest.mark.parametrize(
+    "leave_committed",
+    [
+        True,
+        pytest.param(False, marks=pytest.mark.xfail(strict=False, reason=(
+            "race: a newcomer's batch on process 2 can read the gone user in the milliseconds "
+            "before process 1 commits its leave; that leave then ends the new dialog, so the "
+            "newcomer gets a 10 and a 30 `disconnect` (README, scale-out). Failed once under load "
+            "(2026-11-30)."
+        ))),
+    ],
+    ids=["after_the_leave_committed", "at_once"],
+)
+async def test_no_partner_whose_connection_closed_on_another_process(cluster, leave_committed):
     """A waiting user whose socket closed on process 1 is never given to a newcomer on 2."""
     p1, p2 = cluster(2)
     gone = WireClient(p1.ws_url, "gone@p1")
@@ -145,6 +164,8 @@ async def test_no_partner_whose_connection_closed_on_another_process(cluster):
         await asyncio.gather(*(c.open() for c in clients))
         await start_stored(gone, start_body("Gone", "pt"))
         gone.abort()
+        if leave_committed:
+            await helpers.wait_db(gone_user_left, timeout=EVENT_TIMEOUT, what="the gone user's leave")
         await newcomer.start(start_body("Newcomer", "pt"))
         # Longer than one pair-confirm timeout: a claim on the gone user could not be confirmed.
         await asyncio.sleep(5)
