@@ -258,8 +258,15 @@ async def measure_idle(configs: list[Config], floor: Config, repeats: int, seed:
 
 
 def report(configs: list[Config], floor: Config, args) -> None:
-    ref_rate = h.median([r["pairs_per_s"] for r in floor.rounds])
     ref_idle = h.median(floor.idle)
+    if not args.rounds:
+        print(f"\nidle pair only; load average {h.load_average()}")
+        for c in configs:
+            idle = h.median(c.idle)
+            print(f"{c.label:<50} {idle * 1e3:>7.2f} ms {idle / ref_idle:>5.2f}x  p90 "
+                  f"{h.percentile(c.idle, 90) * 1e3:.2f} ms")
+        return
+    ref_rate = h.median([r["pairs_per_s"] for r in floor.rounds])
     print(f"\n{args.dialogs} dialogs ({2 * args.dialogs} users) per rush, {args.rounds} rounds per configuration; "
           f"load average {h.load_average()}")
     print(f"{'configuration':<50} {'pairs/s':>8} {'ratio':>6} {'p50':>9} {'p99':>9} {'CPU s/pair':>11} {'idle pair':>10} "
@@ -298,7 +305,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 rounds, 20 idle pairs")
     parser.add_argument("--dialogs", type=int, default=200)
-    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--rounds", type=int, help="rushes per configuration; 0: the idle pair only")
     parser.add_argument("--idle", type=int, help="idle pairs per configuration (default 50)")
     parser.add_argument("--timeout", type=float, default=60, help="seconds a rush may take")
     parser.add_argument("--only", choices=["sqlite", "postgres"], help="leave out the other backend")
@@ -311,7 +318,8 @@ def main() -> None:
     if args.role == "client":
         role_client(json.loads(rest[0]))
         return
-    args.rounds = args.rounds or (2 if args.quick else 5)
+    if args.rounds is None:
+        args.rounds = 2 if args.quick else 5
     args.idle = args.idle or (20 if args.quick else 50)
     h.raise_nofile()
     h.header("pairing rush: pairs per second and latency from /start to both 10s")
