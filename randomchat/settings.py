@@ -110,8 +110,10 @@ RANDOMCHAT_SQLITE_TEST_PATH = env_str(
 if DATABASE_URL:
     # Persistent connections: channels' database_sync_to_async closes a connection after
     # every call unless it may live on, and a new PostgreSQL connection per action is slow.
-    # Health checks replace a connection that broke (a database restart) on its next use.
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=600, conn_health_checks=True)}
+    # Health checks replace a connection that broke (a database restart) on its next use; our
+    # backend (randomchat.postgresql) sends one only when the socket has news.
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=600, conn_health_checks=True,
+                                                  engine="randomchat.postgresql")}
     DATABASES["default"]["TEST"] = {"NAME": f"test_randomchat_{_TEST_DB_SUFFIX}"}
     # Parameters bound by the server, and a statement run 5 times on a connection prepared
     # (psycopg's default threshold; Django's default is off): pairing's statements are the

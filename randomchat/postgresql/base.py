@@ -1,0 +1,34 @@
+"""Django's PostgreSQL backend, with a health check that costs no round trip when it can.
+
+With CONN_HEALTH_CHECKS, Django sends `SELECT 1` before the first statement of every
+database call (channels' `database_sync_to_async` marks each call a new "request"): one
+round trip of an idle pair's nine. A connection whose server went away (a restart, a
+crash, a terminated backend) has something to read: the server's termination notice, or
+the end of the stream. So while the socket has nothing to read the connection is taken as
+it is, and only a socket with news gets the real check, as PgBouncer trusts a connection
+used within its `server_check_delay`. What a quiet socket cannot tell (a network that
+drops packets silently) fails the call, which Django then marks: its next call checks.
+"""
+
+from __future__ import annotations
+
+import select
+
+from django.db.backends.postgresql import base
+from psycopg import pq
+
+
+class DatabaseWrapper(base.DatabaseWrapper):
+    def close_if_health_check_failed(self) -> None:
+        if self.health_check_enabled and not self.health_check_done and self._quiet():
+            self.health_check_done = True
+            return
+        super().close_if_health_check_failed()
+
+    def _quiet(self) -> bool:
+        """Open, idle and nothing to read: nothing has happened to it since its last use."""
+        raw = self.connection
+        if raw is None or raw.closed or raw.info.transaction_status != pq.TransactionStatus.IDLE:
+            return False
+        readable, _, _ = select.select([raw.fileno()], [], [], 0)
+        return not readable
