@@ -11,16 +11,17 @@ import logging
 import uuid
 from datetime import timedelta
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
 from django.utils import timezone
 
 from matching import processes
 from matching.models import PoolUser, ServerProcess
+from matching.pipeline import Rows, any_of, pipelined_atomic, placeholder, prepared, row_of
+from matching.selectors import pool_paired_by
 from matching.services import Entered, Entry, pool_enter_many, pool_leave_waiting
 from chat import events
 from chat.events import Notice
@@ -49,8 +50,9 @@ def dialogs_start(
     entries: list[Entry], *, process_id=None, live_channels: Collection[str] | None = None
 ) -> list[Started | Refusal]:
     """Store every entry's user, pair who can be paired and create their dialogs, in one
-    transaction; the 10s go out once it has committed."""
-    with transaction.atomic():
+    transaction; the 10s go out once it has committed. On PostgreSQL its statements go out
+    in two flights (matching.pipeline): what pairing reads, then what it writes."""
+    with pipelined_atomic():
         entered = pool_enter_many(
             entries, process_id=process_id, live_channels=live_channels,
             recent_partners=recent_partners([entry.channel_name for entry in entries if not entry.first]),
@@ -62,25 +64,60 @@ def dialogs_start(
                 first, second = sorted((e.user, e.partner), key=lambda u: (u.created_at, u.pk))
                 dialogs[e.user.pk] = Dialog(first=first, second=second, language=first.language,
                                             started_at=first.paired_at)
-        Dialog.objects.bulk_create(dialogs.values())
+        _dialogs_insert(list(dialogs.values()))
     return [_started(e, dialogs) if isinstance(e, Entered) else e for e in entered]
 
 
-def recent_partners(channels: list[str]) -> dict[str, set[str]]:
+_DIALOG_FIELDS = Dialog._meta.concrete_fields
+
+
+def _dialogs_insert(dialogs: list[Dialog]) -> None:
+    """Store the new dialogs, once the pool says that their users are paired as this batch
+    decided: else the first id is NULL, the insert fails and the transaction with it."""
+    if not dialogs:
+        return
+    paired, guard_params = pool_paired_by([u for d in dialogs for u in (d.first, d.second)], dialogs[0].started_at)
+    row = f"({', '.join(map(placeholder, _DIALOG_FIELDS))})"
+    columns = [f"v.column{index}" for index in range(1, len(_DIALOG_FIELDS) + 1)]
+    columns[0] = f"CASE WHEN {paired} THEN v.column1 END"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {Dialog._meta.db_table} ({', '.join(field.column for field in _DIALOG_FIELDS)})"
+            f" SELECT {', '.join(columns)} FROM (VALUES {', '.join([row] * len(dialogs))}) AS v",
+            [*guard_params,
+             *(value for dialog in dialogs for value in row_of(_DIALOG_FIELDS, dialog))],
+        )
+
+
+_DIALOG = Dialog._meta.db_table
+_USER = PoolUser._meta.db_table
+
+
+def recent_partners(channels: list[str]) -> Callable[[], dict[str, set[str]]]:
     """PROTOCOL.md §7.2: for each of these connections, the connections it had a dialog with
-    that ended within RANDOMCHAT_REMATCH_WINDOW seconds; they are not paired again."""
+    that ended within RANDOMCHAT_REMATCH_WINDOW seconds; they are not paired again. The
+    look-up is sent now and read when the returned function is called."""
     window = settings.RANDOMCHAT_REMATCH_WINDOW
     if not window or not channels:
-        return {}
-    ended = Dialog.objects.filter(
-        Q(first__channel_name__in=channels) | Q(second__channel_name__in=channels),
-        status=Dialog.Status.ENDED, ended_at__gte=timezone.now() - timedelta(seconds=window),
-    ).values_list("first__channel_name", "second__channel_name")
-    partners: dict[str, set[str]] = defaultdict(set)
-    for first, second in ended:
-        partners[first].add(second)
-        partners[second].add(first)
-    return partners
+        return dict
+    first_in, firsts = any_of("f.channel_name", channels)
+    second_in, seconds = any_of("s.channel_name", channels)
+    since = prepared(Dialog._meta.get_field("ended_at"), timezone.now() - timedelta(seconds=window))
+    ended = Rows(
+        f"SELECT f.channel_name, s.channel_name FROM {_DIALOG} AS d"
+        f" JOIN {_USER} AS f ON f.id = d.first_id JOIN {_USER} AS s ON s.id = d.second_id"
+        f" WHERE d.status = %s AND d.ended_at >= %s AND ({first_in} OR {second_in})",
+        [Dialog.Status.ENDED, since, *firsts, *seconds],
+    )
+
+    def read() -> dict[str, set[str]]:
+        partners: dict[str, set[str]] = defaultdict(set)
+        for first, second in ended.all():
+            partners[first].add(second)
+            partners[second].add(first)
+        return partners
+
+    return read
 
 
 def _started(entered: Entered, dialogs: dict) -> Started:

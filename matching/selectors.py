@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from django.db import connection
 from django.db.models import BooleanField, QuerySet
 from django.db.models.expressions import RawSQL
 
 from .models import PoolUser, ServerProcess
+from .pipeline import Rows, any_of, prepared
 from .processes import PRESENCE_HELD, PRESENCE_KEY
 
 # The pairing rule (PROTOCOL.md §5; its oracle is tests/matching/oracle.py) as SQL over the
@@ -32,6 +33,8 @@ _RULE_VALUES = re.findall(r"{(\w+)}", RULE)
 _VALUE_TYPES = {"age": "int", "target_age_min": "int", "target_age_max": "int"}
 _RULE_BOUND = re.sub(r"{(\w+)}", lambda m: f"CAST(%s AS {_VALUE_TYPES.get(m[1], 'text')})", RULE)
 _ORDER = "ORDER BY created_at, id"
+_USER_FIELDS = [field.attname for field in PoolUser._meta.concrete_fields]
+_USER_COLUMNS = ", ".join(f"c.{field.column}" for field in PoolUser._meta.concrete_fields)
 
 
 def _bound(user: PoolUser) -> tuple[str, list]:
@@ -48,28 +51,30 @@ def pool_candidates_for(user: PoolUser) -> QuerySet[PoolUser]:
     )
 
 
-def pool_candidates_many(wanted: Sequence[tuple[PoolUser, int]]) -> list[list[PoolUser]]:
+def pool_candidates_many(wanted: Sequence[tuple[PoolUser, int]]) -> Callable[[], list[list[PoolUser]]]:
     """For each (user, n): the first n of pool_candidates_for(user), with the user itself in
     its place if it is compatible with itself; locked, skipping rows another transaction
-    holds. On PostgreSQL one statement for all (a LATERAL join over the users' values), and
-    each row also carries its process (`process_hostname`, `process_pid`,
-    `process_last_seen`, `process_present`: whether it holds its presence lock); on SQLite,
-    where a statement costs no round trip, one each."""
+    holds. Returns the function that reads them: on PostgreSQL the statement is sent at
+    once and read when asked (matching.pipeline), one for all (a LATERAL join over the
+    users' values), and each row also carries its process (`process_hostname`,
+    `process_pid`, `process_last_seen`, `process_present`: whether it holds its presence
+    lock); on SQLite, where a statement costs no round trip, one each, read now."""
     table = PoolUser._meta.db_table
     if connection.vendor != "postgresql":
-        return [
+        found = [
             list(PoolUser.objects.raw(f"SELECT * FROM {table} WHERE {_RULE_BOUND} {_ORDER} LIMIT %s",
                                       [*_bound(user)[1], limit]))
             for user, limit in wanted
         ]
+        return lambda: found
     columns = ["wanted_by", *dict.fromkeys(_RULE_VALUES), "wanted"]
     types = {"wanted_by": "int", **_VALUE_TYPES, "wanted": "int"}
     arrays = ", ".join(f"%s::{types.get(name, 'text')}[]" for name in columns)
     rule = RULE.format(**{name: f"w.{name}" for name in _RULE_VALUES})
     # Each candidate's process comes along (pairing asks whether it is alive): no second read.
     process = ServerProcess._meta.db_table
-    sql = (f"SELECT c.*, w.wanted_by, p.hostname AS process_hostname, p.pid AS process_pid,"
-           f" p.last_seen AS process_last_seen, {PRESENCE_KEY.format('p.id')} = ANY({PRESENCE_HELD}) AS process_present"
+    sql = (f"SELECT {_USER_COLUMNS}, w.wanted_by, p.hostname, p.pid, p.last_seen,"
+           f" {PRESENCE_KEY.format('p.id')} = ANY({PRESENCE_HELD})"
            f" FROM unnest({arrays}) AS w({', '.join(columns)})"
            f" CROSS JOIN LATERAL (SELECT * FROM {table} WHERE {rule} {_ORDER} LIMIT w.wanted"
            f" FOR UPDATE SKIP LOCKED) AS c LEFT JOIN {process} AS p ON p.id = c.process_id")
@@ -78,12 +83,29 @@ def pool_candidates_many(wanted: Sequence[tuple[PoolUser, int]]) -> list[list[Po
          for index, (user, limit) in enumerate(wanted)]
         for name in columns
     ]
-    found: list[list[PoolUser]] = [[] for _ in wanted]
-    for row in PoolUser.objects.raw(sql, params):
-        found[row.wanted_by].append(row)
-    for rows in found:  # a LATERAL join keeps each user's order in practice, not by the standard
-        rows.sort(key=lambda row: (row.created_at, row.pk))
-    return found
+    rows = Rows(sql, params)
+
+    def read() -> list[list[PoolUser]]:
+        found: list[list[PoolUser]] = [[] for _ in wanted]
+        width = len(_USER_FIELDS)
+        for row in rows.all():
+            user = PoolUser.from_db(connection.alias, _USER_FIELDS, row[:width])
+            wanted_by, user.process_hostname, user.process_pid, user.process_last_seen, user.process_present = row[width:]
+            found[wanted_by].append(user)
+        for users in found:  # a LATERAL join keeps each user's order in practice, not by the standard
+            users.sort(key=lambda user: (user.created_at, user.pk))
+        return found
+
+    return read
+
+
+def pool_paired_by(users: Sequence[PoolUser], paired_at) -> tuple[str, list]:
+    """SQL that is true when each of these users is paired at `paired_at`: a later statement
+    of a pairing batch's transaction checks with it that the batch's update, sent without
+    waiting for its answer, changed them all."""
+    id_in, ids = any_of("id", [prepared(PoolUser._meta.pk, user.pk) for user in users])
+    return (f"(SELECT count(*) FROM {PoolUser._meta.db_table} WHERE {id_in} AND status = %s AND paired_at = %s) = %s",
+            [*ids, PoolUser.Status.PAIRED, prepared(PoolUser._meta.get_field("paired_at"), paired_at), len(users)])
 
 
 def user_held_on(*, channel_name: str) -> bool:

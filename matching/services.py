@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import connection, transaction
-from django.db.models import BooleanField
-from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from chat.refusals import Refusal
@@ -24,7 +22,12 @@ from .models import PoolUser, ServerProcess
 from .processes import process_alive, processes_alive
 from chat.requests import StartRequest
 from chat.tokens import ResumeToken
+from .pipeline import Rows, any_of, placeholder, prepared, row_of
 from .selectors import pool_candidates_for, pool_candidates_many
+
+_TABLE = PoolUser._meta.db_table
+_CHANNEL = PoolUser._meta.get_field("channel_name")
+_PAIRED_AT = PoolUser._meta.get_field("paired_at")
 
 Status = PoolUser.Status
 
@@ -103,19 +106,35 @@ class Reachable:
         return user.process_id in self._alive
 
 
-def _held_locking(channels: list[str], languages: set[str]) -> dict[str, str]:
+def _held_locking(channels: list[str], languages: set[str]) -> Rows:
     """The status of the user each of these connections holds. On PostgreSQL the same
     statement first locks the languages (in one order: no deadlock between two batches), so
     that two newcomers in different transactions cannot both miss each other: every later
     statement of the transaction sees what the batches before it committed."""
-    held = PoolUser.objects.filter(channel_name__in=channels, status__in=PoolUser.HELD)
+    channel_in, params = any_of("channel_name", channels)
+    status_in, statuses = any_of("status", PoolUser.HELD)
+    sql = f"SELECT channel_name, status FROM {_TABLE} WHERE {channel_in} AND {status_in}"
     if connection.vendor == "postgresql" and languages:
-        held = held.filter(RawSQL(
-            "(SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT hashtext('randomchat.pool.' || l) AS k"
-            " FROM unnest(%s::text[]) AS l ORDER BY k) AS keys) >= 0",
-            [sorted(languages)], output_field=BooleanField(),
-        ))
-    return dict(held.values_list("channel_name", "status"))
+        sql += (" AND (SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT hashtext('randomchat.pool.' || l)"
+                " AS k FROM unnest(%s::text[]) AS l ORDER BY k) AS keys) >= 0")
+        statuses = [*statuses, sorted(languages)]
+    return Rows(sql, params + statuses)
+
+
+def _insert_unheld(users: list[PoolUser]) -> None:
+    """Store each user unless its connection already holds one: the held check's answer is
+    not back yet when this is sent (matching.pipeline), and agrees with it, since only the
+    connection's own consumer, which waits for this batch, makes users for it."""
+    fields = PoolUser._meta.concrete_fields
+    values = ", ".join(map(placeholder, fields))
+    status_in, statuses = any_of("status", PoolUser.HELD)
+    sql = (f"INSERT INTO {_TABLE} ({', '.join(field.column for field in fields)}) SELECT {values}"
+           f" WHERE NOT EXISTS (SELECT 1 FROM {_TABLE} WHERE channel_name = {placeholder(_CHANNEL)} AND {status_in})")
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, [
+            [*row_of(fields, user), user.channel_name, *statuses]
+            for user in users
+        ])
 
 
 def held_refusal(held: str | None) -> Refusal | None:
@@ -161,21 +180,21 @@ def _profile(user: PoolUser) -> tuple:
     return (user.language, user.gender, user.age, user.target_gender, user.target_age_min, user.target_age_max)
 
 
-def _candidates_read(
-    users: list[PoolUser], recent_partners: Mapping[str, Collection[str]]
-) -> dict[tuple, tuple[list[PoolUser], bool]]:
+def _candidates_read(users: list[PoolUser]) -> Callable[[], dict[tuple, tuple[list[PoolUser], bool]]]:
     """The batch's candidates in one statement: per profile, the oldest of its candidates, as
     many as its newcomers can pass over (each newcomer of the language takes at most two of
-    them: itself and a partner) plus a page; and whether that read reached the end."""
+    them: itself and a partner) plus a page; and whether that read reached the end. A
+    newcomer that must pass over recent partners too may find the read short: the rest is
+    paged (_partner_for)."""
     per_language = Counter(user.language for user in users)
     wanted: dict[tuple, tuple[PoolUser, int]] = {}
     for user in users:
-        limit = CANDIDATE_PAGE + 2 * per_language[user.language] + len(recent_partners.get(user.channel_name, ()))
+        limit = CANDIDATE_PAGE + 2 * per_language[user.language]
         key = _profile(user)
         if key not in wanted or wanted[key][1] < limit:
             wanted[key] = (user, limit)
-    found = pool_candidates_many(list(wanted.values()))
-    return {key: (rows, len(rows) < limit) for (key, (_, limit)), rows in zip(wanted.items(), found)}
+    read = pool_candidates_many(list(wanted.values()))
+    return lambda: {key: (rows, len(rows) < limit) for (key, (_, limit)), rows in zip(wanted.items(), read())}
 
 
 def pool_enter_many(
@@ -183,45 +202,50 @@ def pool_enter_many(
     *,
     process_id=None,
     live_channels: Collection[str] | None = None,
-    recent_partners: Mapping[str, Collection[str]] | None = None,
+    recent_partners: Callable[[], Mapping[str, Collection[str]]] = dict,
 ) -> list[Entered | Refusal]:
     """Store a user for each entry and pair it, in entry order, with the longest-waiting
     compatible reachable user (an earlier entry of the batch included) whose connection is
-    not among its connection's `recent_partners` (no rematch); one result per entry.
+    not among its connection's `recent_partners()` (no rematch).
 
-    Runs in the caller's transaction: dialogs.pairing creates the pairs' dialogs in it.
+    Runs in the caller's transaction: dialogs.pairing creates the pairs' dialogs in it. The
+    held check, the insert and the candidate read go out together, and the update waits
+    for no answer (matching.pipeline): the caller's insert checks it (pool_paired_by).
     """
-    held = _held_locking([entry.channel_name for entry in entries], {entry.request.language for entry in entries})
     now = timezone.now()
-    results: list[Entered | Refusal] = []
-    users = []
+    fresh: dict[str, PoolUser] = {}  # a second /start of one connection in one batch is refused
     for entry in entries:
-        refusal = held_refusal(held.get(entry.channel_name))
-        if refusal is not None:
-            results.append(refusal)
-            continue
-        held[entry.channel_name] = Status.WAITING  # a second /start of one connection in one batch
-        # Distinct times keep the batch's own order for "longest waiting first".
-        user = PoolUser(**user_fields(entry.request), **entry.resume_fields(),
-                        channel_name=entry.channel_name, process_id=entry.process_id,
-                        created_at=now + timedelta(microseconds=len(users)))
-        users.append(user)
-        results.append(Entered(user))
-    PoolUser.objects.bulk_create(users)
+        if entry.channel_name not in fresh:
+            # Distinct times keep the batch's own order for "longest waiting first".
+            fresh[entry.channel_name] = PoolUser(
+                **user_fields(entry.request), **entry.resume_fields(), channel_name=entry.channel_name,
+                process_id=entry.process_id, created_at=now + timedelta(microseconds=len(fresh)),
+            )
+    held_rows = _held_locking(list(fresh), {entry.request.language for entry in entries})
+    users = list(fresh.values())
+    _insert_unheld(users)
+    read = _candidates_read(users)
+    held = dict(held_rows.all())
+    results: list[Entered | Refusal] = []
+    for entry in entries:
+        user = fresh.pop(entry.channel_name, None)  # None: the connection's second /start in this batch
+        refusal = held_refusal(held.get(entry.channel_name, None if user else Status.WAITING))
+        results.append(Entered(user) if refusal is None else refusal)
+    entered = [r.user for r in results if isinstance(r, Entered)]
     partners = _pair(
-        users, Reachable(process_id, live_channels), recent_partners or {},
+        entered, Reachable(process_id, live_channels), recent_partners(), read(),
         paired_at=now + timedelta(microseconds=len(users)),
     )
     return [Entered(r.user, partners.get(r.user.pk)) if isinstance(r, Entered) else r for r in results]
 
 
 def _pair(
-    users: list[PoolUser], reachable: Reachable, recent_partners: Mapping[str, Collection[str]], *, paired_at
+    users: list[PoolUser], reachable: Reachable, recent_partners: Mapping[str, Collection[str]],
+    read: dict[tuple, tuple[list[PoolUser], bool]], *, paired_at,
 ) -> dict[uuid.UUID, PoolUser]:
     """Pair the new `users` in order; user id -> partner for both sides of every pair."""
     partners: dict[uuid.UUID, PoolUser] = {}
     taken: dict[str, set] = defaultdict(set)  # per language: the users paired by this batch
-    read = _candidates_read(users, recent_partners)
     for user in users:
         if user.pk in partners:
             continue
@@ -232,11 +256,10 @@ def _pair(
         partners[user.pk], partners[partner.pk] = partner, user
         taken[user.language] |= {user.pk, partner.pk}
     if partners:
-        changed = PoolUser.objects.filter(pk__in=list(partners), status=Status.WAITING).update(
-            status=Status.PAIRED, paired_at=paired_at
-        )
-        if changed != len(partners):  # they are locked (SQLite: one writer): this cannot happen
-            raise RuntimeError("a waiting user changed under the pairing batch")
+        id_in, ids = any_of("id", [prepared(PoolUser._meta.pk, pk) for pk in partners])
+        with connection.cursor() as cursor:
+            cursor.execute(f"UPDATE {_TABLE} SET status = %s, paired_at = %s WHERE {id_in} AND status = %s",
+                           [Status.PAIRED, prepared(_PAIRED_AT, paired_at), *ids, Status.WAITING])
         for user in partners.values():
             user.status, user.paired_at = Status.PAIRED, paired_at
     return partners

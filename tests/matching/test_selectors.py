@@ -54,7 +54,7 @@ def test_pool_candidates_for__exactly_compatible_waiting_users_oldest_first(pool
         # All of them at once, as a pairing batch reads them: the first n each, oneself in
         # its place when compatible with oneself.
         wanted = [(me, 1 + index % 4) for index, (me, _) in enumerate(rows)]
-        for (me, n), (_, my_data), read in zip(wanted, rows, pool_candidates_many(wanted)):
+        for (me, n), (_, my_data), read in zip(wanted, rows, pool_candidates_many(wanted)()):
             expected = [
                 row.pk
                 for row, data in oldest_first

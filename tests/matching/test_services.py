@@ -241,7 +241,7 @@ def test_reach__a_stale_candidate_is_skipped(monkeypatch):
     a, b, _ = pair()
     c = start("chan.c").user_id
     waiting = PoolUser.objects.filter(status=Status.WAITING).order_by("created_at", "pk")
-    monkeypatch.setattr(pool, "pool_candidates_many", lambda wanted: [list(waiting[:n]) for _, n in wanted])
+    monkeypatch.setattr(pool, "pool_candidates_many", lambda wanted: lambda: [list(waiting[:n]) for _, n in wanted])
     result = start("chan.d")
     assert dialog_of(result.user_id).first_id == c
     assert user(a).status == user(b).status == Status.PAIRED

@@ -1,0 +1,100 @@
+"""Statements that go out together: PostgreSQL's pipeline mode.
+
+A pairing batch's first statements (the held check with its locks, the rematch look-up,
+the insert, the candidate read) all have their parameters before any of them answers, and
+so do its last (the update, the dialogs' insert, COMMIT). In psycopg's pipeline mode each
+group is sent at once and answers in one round trip, where each statement used to wait
+for its own: an idle pair's transaction went from eight round trips to two. The server
+still runs them one after another, in order. On SQLite a statement costs no round trip,
+and they simply run in turn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+
+import psycopg
+from django.db import connection, transaction
+from psycopg import pq
+
+
+@contextlib.contextmanager
+def pipelined_atomic() -> Iterator[None]:
+    """transaction.atomic(), with the statements of its block sent in flights: a statement
+    waits for no answer until some result is read. On PostgreSQL BEGIN goes out with the
+    first flight and COMMIT with the last (psycopg's own BEGIN would be a round trip of its
+    own, and Django's COMMIT another). Inside a transaction already (a test's), the block
+    is a savepoint, as atomic() makes it."""
+    if connection.vendor != "postgresql":
+        with transaction.atomic():
+            yield
+        return
+    if connection.in_atomic_block:
+        with transaction.atomic(), connection.wrap_database_errors, connection.connection.pipeline():
+            yield
+        return
+    connection.cursor().close()  # connected, and health-checked as Django does before a statement
+    raw = connection.connection
+    with connection.wrap_database_errors:
+        try:
+            with raw.pipeline():
+                raw.execute("BEGIN")
+                yield
+                raw.execute("COMMIT")
+        except BaseException:
+            if not raw.closed and raw.info.transaction_status != pq.TransactionStatus.IDLE:
+                with contextlib.suppress(psycopg.Error):
+                    raw.execute("ROLLBACK")
+            raise
+
+
+class Rows:
+    """The rows of a statement that has been sent; reading them waits for its answer (and
+    for those of the statements sent before it)."""
+
+    __slots__ = ("_cursor", "_rows")
+
+    def __init__(self, sql: str, params) -> None:
+        self._cursor = connection.cursor()
+        self._cursor.execute(sql, params)
+        self._rows: list[tuple] | None = None
+
+    def all(self) -> list[tuple]:
+        if self._rows is None:
+            with connection.wrap_database_errors:
+                self._rows = self._cursor.fetchall()
+            self._cursor.close()
+        return self._rows
+
+
+def any_of(column: str, values: list) -> tuple[str, list]:
+    """`column` is one of `values`: one array parameter on PostgreSQL (one text for any
+    number of values, so that it is prepared once), a list of them on SQLite."""
+    if connection.vendor == "postgresql":
+        return f"{column} = ANY(%s)", [list(values)]
+    return f"{column} IN ({', '.join(['%s'] * len(values))})", list(values)
+
+
+def prepared(field, value):
+    """A value as `field`'s column takes it (psycopg adapts Python's values itself)."""
+    return value if connection.vendor == "postgresql" else field.get_db_prep_save(value, connection)
+
+
+def row_of(fields, instance) -> list:
+    """An instance's values for `fields`' columns."""
+    if connection.vendor == "postgresql":
+        return [getattr(instance, field.attname) for field in fields]
+    return [field.get_db_prep_save(getattr(instance, field.attname), connection) for field in fields]
+
+
+@functools.cache
+def _placeholder(field, vendor: str) -> str:
+    return f"CAST(%s AS {field.cast_db_type(connection)})" if vendor == "postgresql" else "%s"
+
+
+def placeholder(field) -> str:
+    """A parameter for `field`'s column where the statement does not say its type (a
+    VALUES list, a SELECT list): PostgreSQL binds it as text unless told."""
+    return _placeholder(field, connection.vendor)
