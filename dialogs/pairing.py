@@ -55,7 +55,7 @@ def dialogs_start(
     with pipelined_atomic():
         entered = pool_enter_many(
             entries, process_id=process_id, live_channels=live_channels,
-            recent_partners=recent_partners([entry.channel_name for entry in entries if not entry.first]),
+            recent_partners=recent_partners([entry.channel_name for entry in entries if not entry.avoids_nobody]),
         )
         pairs = [e for e in entered if isinstance(e, Entered) and e.partner is not None]
         dialogs = {}

@@ -37,15 +37,16 @@ CANDIDATE_PAGE = 8
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """A validated /start of one connection, held by the process `process_id`; `first` when
-    the connection never started before, so it has had no dialog (and no partner to avoid)."""
+    """A validated /start of one connection, held by the process `process_id`;
+    `avoids_nobody` when no dialog of the connection ended within the rematch window (its
+    first /start, say), so that it has no partner to avoid (PROTOCOL.md §7.2)."""
 
     channel_name: str
     request: StartRequest
     process_id: uuid.UUID | None = None
     resume_grace: int = 0  # PROTOCOL.md §7.1: what the connection was granted at CONNECT
     resume_token: ResumeToken | None = None  # given with a grant; only its hash is stored
-    first: bool = False
+    avoids_nobody: bool = False
 
     def resume_fields(self) -> dict:
         """The PoolUser columns of the user's resume token."""

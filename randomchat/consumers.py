@@ -77,6 +77,7 @@ class ChatConsumer(StompConsumer):
         self.user_id = None  # the user this connection holds (its latest)
         self.dialog_id: str | None = None  # its current or latest dialog
         self.dialog_user = None  # the user it held in that dialog
+        self.dialog_ended_at: float | None = None  # when it learned that dialog ended (its 30)
         self.resume_grace = 0  # seconds its dialog is kept after a drop (PROTOCOL.md §7.1)
         self.resume_token: ResumeToken | None = None  # for the 10 of its latest /start
         self.address_hash = address_hash(client_address(self.scope))  # never the address itself
@@ -144,7 +145,7 @@ class ChatConsumer(StompConsumer):
             token = ResumeToken.new() if self.resume_grace else None
             with database_refusal("dialogs_start"):
                 started = await STARTS.submit(Entry(self.channel_name, request, process.pk, self.resume_grace, token,
-                                                   first=self.user_id is None))
+                                                   avoids_nobody=self.avoids_nobody()))
         except Refusal as refusal:
             await self.refuse(events.START_REFUSED, refusal)
             return
@@ -219,7 +220,7 @@ class ChatConsumer(StompConsumer):
             await self.refuse(events.START_REFUSED, refusal)
             return
         self.user_id = self.dialog_user = resumed.user_id
-        self.dialog_id = str(resumed.dialog_id)
+        self.dialog_id, self.dialog_ended_at = str(resumed.dialog_id), None
         self.resume_grace = resumed.grace
         metrics.RESUMES.inc()
         logger.info("event=resume session=%s chat=%s user=%s", self.session_id, self.dialog_id, self.user_id)
@@ -246,7 +247,7 @@ class ChatConsumer(StompConsumer):
         next one has begun."""
         chat, code = event["chat"], event["code"]
         if code == events.PAIRED:
-            self.dialog_id, self.dialog_user = chat, self.user_id
+            self.dialog_id, self.dialog_user, self.dialog_ended_at = chat, self.user_id, None
             if self.resume_token is not None:  # to its owner only, never through the layer
                 event = events.with_service(event, resumeToken=self.resume_token.secret)
             if self.waiting_since is not None:
@@ -256,6 +257,8 @@ class ChatConsumer(StompConsumer):
             await self.emit(self.order.begin())
         elif chat is not None and chat != self.dialog_id:
             return
+        elif code == events.LEFT and chat is not None:
+            self.dialog_ended_at = asyncio.get_running_loop().time()
         seq = event.get("seq")
         if seq is None or event.get("repeat"):
             await self.emit(self.order.push_unordered(event))
@@ -330,6 +333,15 @@ class ChatConsumer(StompConsumer):
                 await ADDRESSES.submit((self.user_id, self.address_hash))
         except Refusal:
             logger.warning("event=address_not_kept session=%s user=%s", self.session_id, self.user_id)
+
+    def avoids_nobody(self) -> bool:
+        """PROTOCOL.md §7.2: whether no dialog of this connection ended within the rematch
+        window, so that its /start needs no look-up of partners to avoid. It learns of an end
+        after the database stored it, so its clock errs on the side of looking up."""
+        if self.dialog_id is None:
+            return True
+        ended = self.dialog_ended_at
+        return ended is not None and asyncio.get_running_loop().time() - ended > settings.RANDOMCHAT_REMATCH_WINDOW
 
     async def ensure_process(self):
         with database_refusal("process_register"):

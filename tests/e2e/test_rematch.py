@@ -59,3 +59,26 @@ async def test_without_a_window_former_partners_pair_again(start_daphne):
         assert again.chat != first.chat
     finally:
         await close_all([a, b])
+
+
+@pytest.mark.timeout(60)
+async def test_once_the_window_passed_former_partners_pair_again(start_daphne):
+    # Within the window they wait; past it their connections skip the look-up, and pair.
+    server = start_daphne(env={"RANDOMCHAT_REMATCH_WINDOW": "1.5"})
+    a, b = WireClient(server.ws_url, "a"), WireClient(server.ws_url, "b")
+    try:
+        await a.open()
+        await b.open()
+        first, _ = await pair(a, b, start_body("A", "ga"), start_body("B", "ga"))
+        await stop_and_wait(b, a)
+        await start_stored(a, start_body("A", "ga"))
+        await start_stored(b, start_body("B", "ga"))
+        await asyncio.sleep(0.3)
+        assert a.codes().count(PAIRED) == 1, "former partners were paired again within the window"
+        await a.stop()
+        await b.stop()
+        await asyncio.sleep(1.5)
+        again, _ = await pair(a, b, start_body("A", "ga"), start_body("B", "ga"))
+        assert again.chat != first.chat
+    finally:
+        await close_all([a, b])

@@ -164,10 +164,11 @@ def test_batch__only_compatible_pairs_in_one_batch():
     assert (dialog.first_id, dialog.second_id) == (results[1].user_id, results[3].user_id)
 
 
-def test_batch__first_starts_look_up_no_former_partners():
-    # A connection's first /start has had no dialog: the batch skips the rematch query.
+def test_batch__starts_that_avoid_nobody_look_up_no_former_partners():
+    # A connection with no dialog ended within the window (its first /start, say): the batch
+    # skips the rematch query.
     with CaptureQueriesContext(connection) as first:
-        start_many([dataclasses.replace(entry("chan.a"), first=True)])
+        start_many([dataclasses.replace(entry("chan.a"), avoids_nobody=True)])
     with CaptureQueriesContext(connection) as again:
         start_many([entry("chan.b", languageCode="de")])
     assert not any("dialogs_dialog" in query["sql"] for query in first.captured_queries)
