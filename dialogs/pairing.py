@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from matching import processes
 from matching.models import PoolUser, ServerProcess
-from matching.pipeline import Rows, any_of, pipelined_atomic, placeholder, prepared, row_of
+from matching.pipeline import Rows, any_of, pipelined_atomic, prepared, values
 from matching.selectors import pool_paired_by
 from matching.services import Entered, Entry, pool_enter_many, pool_leave_waiting
 from chat import events
@@ -69,6 +69,8 @@ def dialogs_start(
 
 
 _DIALOG_FIELDS = Dialog._meta.concrete_fields
+_DIALOG_COLUMNS = ", ".join(field.column for field in _DIALOG_FIELDS)
+_DIALOG_VALUES = ", ".join(f"v.column{index}" for index in range(2, len(_DIALOG_FIELDS) + 1))
 
 
 def _dialogs_insert(dialogs: list[Dialog]) -> None:
@@ -77,15 +79,12 @@ def _dialogs_insert(dialogs: list[Dialog]) -> None:
     if not dialogs:
         return
     paired, guard_params = pool_paired_by([u for d in dialogs for u in (d.first, d.second)], dialogs[0].started_at)
-    row = f"({', '.join(map(placeholder, _DIALOG_FIELDS))})"
-    columns = [f"v.column{index}" for index in range(1, len(_DIALOG_FIELDS) + 1)]
-    columns[0] = f"CASE WHEN {paired} THEN v.column1 END"
+    rows, params = values(_DIALOG_FIELDS, dialogs)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {Dialog._meta.db_table} ({', '.join(field.column for field in _DIALOG_FIELDS)})"
-            f" SELECT {', '.join(columns)} FROM (VALUES {', '.join([row] * len(dialogs))}) AS v",
-            [*guard_params,
-             *(value for dialog in dialogs for value in row_of(_DIALOG_FIELDS, dialog))],
+            f"INSERT INTO {Dialog._meta.db_table} ({_DIALOG_COLUMNS})"
+            f" SELECT CASE WHEN {paired} THEN v.column1 END, {_DIALOG_VALUES} FROM {rows} AS v",
+            [*guard_params, *params],
         )
 
 

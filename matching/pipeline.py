@@ -82,19 +82,26 @@ def prepared(field, value):
     return value if connection.vendor == "postgresql" else field.get_db_prep_save(value, connection)
 
 
-def row_of(fields, instance) -> list:
-    """An instance's values for `fields`' columns."""
-    if connection.vendor == "postgresql":
-        return [getattr(instance, field.attname) for field in fields]
-    return [field.get_db_prep_save(getattr(instance, field.attname), connection) for field in fields]
-
-
 @functools.cache
 def _placeholder(field, vendor: str) -> str:
+    # PostgreSQL binds a parameter whose type the statement does not say (a VALUES list) as text.
     return f"CAST(%s AS {field.cast_db_type(connection)})" if vendor == "postgresql" else "%s"
 
 
-def placeholder(field) -> str:
-    """A parameter for `field`'s column where the statement does not say its type (a
-    VALUES list, a SELECT list): PostgreSQL binds it as text unless told."""
-    return _placeholder(field, connection.vendor)
+@functools.lru_cache(maxsize=512)
+def _values(fields: tuple, rows: int, vendor: str) -> str:
+    row = f"({', '.join(_placeholder(field, vendor) for field in fields)})"
+    return f"(VALUES {', '.join([row] * rows)})"
+
+
+def values(fields, instances) -> tuple[str, list]:
+    """A VALUES list of the instances' values for `fields`' columns (its columns are named
+    column1, column2, ... on both PostgreSQL and SQLite), and its parameters; psycopg adapts
+    Python's values itself, SQLite takes them as Django stores them."""
+    fields, vendor = tuple(fields), connection.vendor
+    if vendor == "postgresql":
+        params = [getattr(instance, field.attname) for instance in instances for field in fields]
+    else:
+        params = [field.get_db_prep_save(getattr(instance, field.attname), connection)
+                  for instance in instances for field in fields]
+    return _values(fields, len(instances), vendor), params

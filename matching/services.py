@@ -22,11 +22,13 @@ from .models import PoolUser, ServerProcess
 from .processes import process_alive, processes_alive
 from chat.requests import StartRequest
 from chat.tokens import ResumeToken
-from .pipeline import Rows, any_of, placeholder, prepared, row_of
+from .pipeline import Rows, any_of, prepared, values
 from .selectors import pool_candidates_for, pool_candidates_many
 
 _TABLE = PoolUser._meta.db_table
-_CHANNEL = PoolUser._meta.get_field("channel_name")
+_USER_FIELDS = PoolUser._meta.concrete_fields
+_USER_COLUMNS = ", ".join(field.column for field in _USER_FIELDS)
+_CHANNEL_COLUMN = 1 + _USER_FIELDS.index(PoolUser._meta.get_field("channel_name"))
 _PAIRED_AT = PoolUser._meta.get_field("paired_at")
 
 Status = PoolUser.Status
@@ -126,16 +128,14 @@ def _insert_unheld(users: list[PoolUser]) -> None:
     """Store each user unless its connection already holds one: the held check's answer is
     not back yet when this is sent (matching.pipeline), and agrees with it, since only the
     connection's own consumer, which waits for this batch, makes users for it."""
-    fields = PoolUser._meta.concrete_fields
-    values = ", ".join(map(placeholder, fields))
+    rows, params = values(_USER_FIELDS, users)
     status_in, statuses = any_of("status", PoolUser.HELD)
-    sql = (f"INSERT INTO {_TABLE} ({', '.join(field.column for field in fields)}) SELECT {values}"
-           f" WHERE NOT EXISTS (SELECT 1 FROM {_TABLE} WHERE channel_name = {placeholder(_CHANNEL)} AND {status_in})")
     with connection.cursor() as cursor:
-        cursor.executemany(sql, [
-            [*row_of(fields, user), user.channel_name, *statuses]
-            for user in users
-        ])
+        cursor.execute(
+            f"INSERT INTO {_TABLE} ({_USER_COLUMNS}) SELECT * FROM {rows} AS v WHERE NOT EXISTS"
+            f" (SELECT 1 FROM {_TABLE} WHERE channel_name = v.column{_CHANNEL_COLUMN} AND {status_in})",
+            [*params, *statuses],
+        )
 
 
 def held_refusal(held: str | None) -> Refusal | None:
