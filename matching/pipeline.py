@@ -1,12 +1,12 @@
 """Statements that go out together: PostgreSQL's pipeline mode.
 
-A pairing batch's first statements (the held check with its locks, the rematch look-up,
+A pairing batch's first statements (the rematch look-up, the held check with its locks,
 the insert, the candidate read) all have their parameters before any of them answers, and
-so do its last (the update, the dialogs' insert, COMMIT). In psycopg's pipeline mode each
-group is sent at once and answers in one round trip, where each statement used to wait
-for its own: an idle pair's transaction went from eight round trips to two. The server
-still runs them one after another, in order. On SQLite a statement costs no round trip,
-and they simply run in turn.
+so do its last (the update, the dialogs' insert). In psycopg's pipeline mode each group is
+sent at once and answers in one round trip, where each statement used to wait for its
+own: an idle pair's transaction went from nine round trips to two. The server still runs
+them one after another, in order. On SQLite a statement costs no round trip, and they
+simply run in turn.
 """
 
 from __future__ import annotations
@@ -17,16 +17,20 @@ from collections.abc import Iterator
 
 import psycopg
 from django.db import connection, transaction
-from psycopg import pq
 
 
 @contextlib.contextmanager
 def pipelined_atomic() -> Iterator[None]:
     """transaction.atomic(), with the statements of its block sent in flights: a statement
-    waits for no answer until some result is read. On PostgreSQL BEGIN goes out with the
-    first flight and COMMIT with the last (psycopg's own BEGIN would be a round trip of its
-    own, and Django's COMMIT another). Inside a transaction already (a test's), the block
-    is a savepoint, as atomic() makes it."""
+    waits for no answer until some result is read.
+
+    On PostgreSQL the block is one pipeline, and its transaction is the protocol's own: every
+    statement up to the pipeline's closing Sync runs in one implicit transaction, which the
+    Sync commits, or rolls back if a statement failed (PostgreSQL's "Pipelining"; reading a
+    result mid-way sends a Flush, which ends nothing). No BEGIN or COMMIT to send, and the
+    last flight's round trip is the commit's. A block that raises sends ROLLBACK first.
+    Inside a transaction already (a test's), the block is a savepoint, as atomic() makes it.
+    """
     if connection.vendor != "postgresql":
         with transaction.atomic():
             yield
@@ -37,16 +41,13 @@ def pipelined_atomic() -> Iterator[None]:
         return
     connection.cursor().close()  # connected, and health-checked as Django does before a statement
     raw = connection.connection
-    with connection.wrap_database_errors:
+    assert raw.autocommit, "an implicit transaction needs a connection in autocommit mode"
+    with connection.wrap_database_errors, raw.pipeline():
         try:
-            with raw.pipeline():
-                raw.execute("BEGIN")
-                yield
-                raw.execute("COMMIT")
+            yield
         except BaseException:
-            if not raw.closed and raw.info.transaction_status != pq.TransactionStatus.IDLE:
-                with contextlib.suppress(psycopg.Error):
-                    raw.execute("ROLLBACK")
+            with contextlib.suppress(psycopg.Error):  # a failed statement: the Sync rolls back anyway
+                raw.execute("ROLLBACK")
             raise
 
 
