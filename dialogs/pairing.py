@@ -15,12 +15,12 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from matching import processes
 from matching.models import PoolUser, ServerProcess
-from matching.pipeline import Rows, any_of, pipelined_atomic, prepared, values
+from matching.pipeline import Rows, any_of, pipelined_atomic, prepared, send, values
 from matching.selectors import pool_paired_by
 from matching.services import Entered, Entry, pool_enter_many, pool_leave_waiting
 from chat import events
@@ -80,12 +80,9 @@ def _dialogs_insert(dialogs: list[Dialog]) -> None:
         return
     paired, guard_params = pool_paired_by([u for d in dialogs for u in (d.first, d.second)], dialogs[0].started_at)
     rows, params = values(_DIALOG_FIELDS, dialogs)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {Dialog._meta.db_table} ({_DIALOG_COLUMNS})"
-            f" SELECT CASE WHEN {paired} THEN v.column1 END, {_DIALOG_VALUES} FROM {rows} AS v",
-            [*guard_params, *params],
-        )
+    send(f"INSERT INTO {Dialog._meta.db_table} ({_DIALOG_COLUMNS})"
+         f" SELECT CASE WHEN {paired} THEN v.column1 END, {_DIALOG_VALUES} FROM {rows} AS v",
+         [*guard_params, *params])
 
 
 _DIALOG = Dialog._meta.db_table

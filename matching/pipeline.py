@@ -58,8 +58,7 @@ class Rows:
     __slots__ = ("_cursor", "_rows")
 
     def __init__(self, sql: str, params) -> None:
-        self._cursor = connection.cursor()
-        self._cursor.execute(sql, params)
+        self._cursor = send(sql, params)
         self._rows: list[tuple] | None = None
 
     def all(self) -> list[tuple]:
@@ -68,6 +67,13 @@ class Rows:
                 self._rows = self._cursor.fetchall()
             self._cursor.close()
         return self._rows
+
+
+def send(sql: str, params):
+    """Execute a statement, or in a pipeline send it; its cursor."""
+    cursor = connection.cursor()
+    cursor.execute(sql, params)
+    return cursor
 
 
 def any_of(column: str, values: list) -> tuple[str, list]:

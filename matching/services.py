@@ -22,7 +22,7 @@ from .models import PoolUser, ServerProcess
 from .processes import process_alive, processes_alive
 from chat.requests import StartRequest
 from chat.tokens import ResumeToken
-from .pipeline import Rows, any_of, prepared, values
+from .pipeline import Rows, any_of, prepared, send, values
 from .selectors import pool_candidates_for, pool_candidates_many
 
 _TABLE = PoolUser._meta.db_table
@@ -109,33 +109,33 @@ class Reachable:
         return user.process_id in self._alive
 
 
-def _held_locking(channels: list[str], languages: set[str]) -> Rows:
-    """The status of the user each of these connections holds. On PostgreSQL the same
-    statement first locks the languages (in one order: no deadlock between two batches), so
-    that two newcomers in different transactions cannot both miss each other: every later
-    statement of the transaction sees what the batches before it committed."""
-    channel_in, params = any_of("channel_name", channels)
-    status_in, statuses = any_of("status", PoolUser.HELD)
-    sql = f"SELECT channel_name, status FROM {_TABLE} WHERE {channel_in} AND {status_in}"
-    if connection.vendor == "postgresql" and languages:
-        sql += (" AND (SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT hashtext('randomchat.pool.' || l)"
-                " AS k FROM unnest(%s::text[]) AS l ORDER BY k) AS keys) >= 0")
-        statuses = [*statuses, sorted(languages)]
-    return Rows(sql, params + statuses)
+def _enter_unheld(users: list[PoolUser], languages: set[str]) -> Rows:
+    """Store each user unless its connection already holds one, and return the status of
+    the user each of those connections holds.
 
-
-def _insert_unheld(users: list[PoolUser]) -> None:
-    """Store each user unless its connection already holds one: the held check's answer is
-    not back yet when this is sent (matching.pipeline), and agrees with it, since only the
-    connection's own consumer, which waits for this batch, makes users for it."""
-    rows, params = values(_USER_FIELDS, users)
+    On PostgreSQL one statement, which first locks the languages (in one order: no deadlock
+    between two batches), so that two newcomers in different transactions cannot both miss
+    each other: every later statement of the transaction sees what the batches before it
+    committed. On SQLite, where one writer runs at a time, the check and then the insert.
+    """
+    channel_in, channels = any_of("channel_name", [user.channel_name for user in users])
     status_in, statuses = any_of("status", PoolUser.HELD)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {_TABLE} ({_USER_COLUMNS}) SELECT * FROM {rows} AS v WHERE NOT EXISTS"
-            f" (SELECT 1 FROM {_TABLE} WHERE channel_name = v.column{_CHANNEL_COLUMN} AND {status_in})",
-            [*params, *statuses],
-        )
+    held = f"SELECT channel_name, status FROM {_TABLE} WHERE {channel_in} AND {status_in}"
+    rows, values_params = values(_USER_FIELDS, users)
+    insert = f"INSERT INTO {_TABLE} ({_USER_COLUMNS}) SELECT * FROM {rows} AS v"
+    if connection.vendor != "postgresql":
+        statuses_held = Rows(held, [*channels, *statuses])
+        send(f"{insert} WHERE NOT EXISTS (SELECT 1 FROM {_TABLE} WHERE channel_name = v.column{_CHANNEL_COLUMN}"
+             f" AND {status_in})", [*values_params, *statuses])
+        return statuses_held
+    locks = ("(SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT hashtext('randomchat.pool.' || l)"
+             " AS k FROM unnest(%s::text[]) AS l ORDER BY k) AS keys) >= 0")
+    return Rows(
+        f"WITH held AS ({held} AND {locks}),"
+        f" stored AS ({insert} WHERE v.column{_CHANNEL_COLUMN} NOT IN (SELECT channel_name FROM held))"
+        f" SELECT channel_name, status FROM held",
+        [*channels, *statuses, sorted(languages), *values_params],
+    )
 
 
 def held_refusal(held: str | None) -> Refusal | None:
@@ -222,9 +222,8 @@ def pool_enter_many(
                 **user_fields(entry.request), **entry.resume_fields(), channel_name=entry.channel_name,
                 process_id=entry.process_id, created_at=now + timedelta(microseconds=len(fresh)),
             )
-    held_rows = _held_locking(list(fresh), {entry.request.language for entry in entries})
     users = list(fresh.values())
-    _insert_unheld(users)
+    held_rows = _enter_unheld(users, {entry.request.language for entry in entries})
     read = _candidates_read(users)
     held = dict(held_rows.all())
     results: list[Entered | Refusal] = []
@@ -258,9 +257,8 @@ def _pair(
         taken[user.language] |= {user.pk, partner.pk}
     if partners:
         id_in, ids = any_of("id", [prepared(PoolUser._meta.pk, pk) for pk in partners])
-        with connection.cursor() as cursor:
-            cursor.execute(f"UPDATE {_TABLE} SET status = %s, paired_at = %s WHERE {id_in} AND status = %s",
-                           [Status.PAIRED, prepared(_PAIRED_AT, paired_at), *ids, Status.WAITING])
+        send(f"UPDATE {_TABLE} SET status = %s, paired_at = %s WHERE {id_in} AND status = %s",
+             [Status.PAIRED, prepared(_PAIRED_AT, paired_at), *ids, Status.WAITING])
         for user in partners.values():
             user.status, user.paired_at = Status.PAIRED, paired_at
     return partners
