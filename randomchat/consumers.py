@@ -151,9 +151,9 @@ class ChatConsumer(StompConsumer):
             return
         self.user_id, self.resume_token = started.user_id, token
         self.waiting_since = asyncio.get_running_loop().time()
-        logger.info("event=pool_enter session=%s user=%s", self.session_id, started.user_id)
         # Through the channel, even this connection's 10: it follows the /start's RECEIPT.
         await send_notices(self.channel_layer, started.notices)
+        logger.info("event=pool_enter session=%s user=%s", self.session_id, started.user_id)
 
     async def send_message(self, frame: Frame) -> None:
         request, invalid = parse_or_refusal(frame.body)  # a refusal echoes the ids as sent
@@ -253,7 +253,6 @@ class ChatConsumer(StompConsumer):
             if self.waiting_since is not None:
                 metrics.PAIRING_WAIT.observe(asyncio.get_running_loop().time() - self.waiting_since)
                 self.waiting_since = None
-            logger.info("event=pair session=%s chat=%s user=%s", self.session_id, chat, self.user_id)
             await self.emit(self.order.begin())
         elif chat is not None and chat != self.dialog_id:
             return
@@ -264,8 +263,10 @@ class ChatConsumer(StompConsumer):
             await self.emit(self.order.push_unordered(event))
         else:
             await self.emit(self.order.push(seq, event))
-        if code == events.PAIRED and self.address_hash is not None:
-            await self.keep_address()
+        if code == events.PAIRED:  # logged and kept once the 10 is out
+            logger.info("event=pair session=%s chat=%s user=%s", self.session_id, chat, self.user_id)
+            if self.address_hash is not None:
+                await self.keep_address()
 
     async def moderation_banned(self, event: dict) -> None:
         """This connection's address was banned: its dialog ends as by an admin, then it closes."""
