@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -46,31 +47,31 @@ async def test_former_partners_keep_waiting_and_everyone_else_is_served_in_order
         await close_all(clients)
 
 
-@pytest.mark.timeout(60)
-async def test_without_a_window_former_partners_pair_again(start_daphne):
-    server = start_daphne(env={"RANDOMCHAT_REMATCH_WINDOW": "0"})
+@contextlib.asynccontextmanager
+async def former_partners(server):
+    """Two connections whose dialog just ended, and that dialog."""
     a, b = WireClient(server.ws_url, "a"), WireClient(server.ws_url, "b")
     try:
         await a.open()
         await b.open()
         first, _ = await pair(a, b, start_body("A", "ga"), start_body("B", "ga"))
         await stop_and_wait(b, a)
-        again, _ = await pair(a, b, start_body("A", "ga"), start_body("B", "ga"))
-        assert again.chat != first.chat
+        yield a, b, first
     finally:
         await close_all([a, b])
 
 
 @pytest.mark.timeout(60)
+async def test_without_a_window_former_partners_pair_again(start_daphne):
+    async with former_partners(start_daphne(env={"RANDOMCHAT_REMATCH_WINDOW": "0"})) as (a, b, first):
+        again, _ = await pair(a, b, start_body("A", "ga"), start_body("B", "ga"))
+        assert again.chat != first.chat
+
+
+@pytest.mark.timeout(60)
 async def test_once_the_window_passed_former_partners_pair_again(start_daphne):
     # Within the window they wait; past it their connections skip the look-up, and pair.
-    server = start_daphne(env={"RANDOMCHAT_REMATCH_WINDOW": "1.5"})
-    a, b = WireClient(server.ws_url, "a"), WireClient(server.ws_url, "b")
-    try:
-        await a.open()
-        await b.open()
-        first, _ = await pair(a, b, start_body("A", "ga"), start_body("B", "ga"))
-        await stop_and_wait(b, a)
+    async with former_partners(start_daphne(env={"RANDOMCHAT_REMATCH_WINDOW": "1.5"})) as (a, b, first):
         await start_stored(a, start_body("A", "ga"))
         await start_stored(b, start_body("B", "ga"))
         await asyncio.sleep(0.3)
@@ -80,5 +81,3 @@ async def test_once_the_window_passed_former_partners_pair_again(start_daphne):
         await asyncio.sleep(1.5)
         again, _ = await pair(a, b, start_body("A", "ga"), start_body("B", "ga"))
         assert again.chat != first.chat
-    finally:
-        await close_all([a, b])
