@@ -92,7 +92,8 @@ RAISED_RATE_LIMITS = {
     "RANDOMCHAT_INBOUND_FRAMES_BURST": "100000",
     # No rematch (PROTOCOL.md §7.2) refuses two connections a new dialog for 300 s, and the
     # idle pairs of bench/rush.py and bench/pairing.py pair the same two again and again: a
-    # window this short still runs the rematch query of every batch, and excludes no one.
+    # window this short excludes no one, and the connections, whose dialogs ended longer ago,
+    # skip the rematch look-up (as a /start more than the window after a dialog does).
     "RANDOMCHAT_REMATCH_WINDOW": "0.001",
 }
 
