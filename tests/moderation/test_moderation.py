@@ -45,8 +45,9 @@ def test_address_hash__keyed_and_never_the_address(settings):
 @pytest.fixture
 def report(db):
     dialog = make_dialog(messages=2, ended_at=ago(days=40))
-    for user in (dialog.first, dialog.second):
-        ParticipantAddress.objects.create(user=user, address_hash=address_hash(f"203.0.113.{user.pk.int % 250}"))
+    # Two distinct addresses: drawn from the users' random ids, they were the same one run in 250.
+    for host, user in enumerate((dialog.first, dialog.second), start=1):
+        ParticipantAddress.objects.create(user=user, address_hash=address_hash(f"203.0.113.{host}"))
     return Report.objects.create(dialog=dialog, reporter=dialog.first, reported=dialog.second, reason="rude")
 
 
