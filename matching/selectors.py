@@ -33,7 +33,7 @@ _RULE_VALUES = re.findall(r"{(\w+)}", RULE)
 _VALUE_TYPES = {"age": "int", "target_age_min": "int", "target_age_max": "int"}
 _RULE_BOUND = re.sub(r"{(\w+)}", lambda m: f"CAST(%s AS {_VALUE_TYPES.get(m[1], 'text')})", RULE)
 _ORDER = "ORDER BY created_at, id"
-_USER_FIELDS = [field.attname for field in PoolUser._meta.concrete_fields]
+_USER_ATTNAMES = [field.attname for field in PoolUser._meta.concrete_fields]
 _USER_COLUMNS = ", ".join(f"c.{field.column}" for field in PoolUser._meta.concrete_fields)
 
 
@@ -87,9 +87,9 @@ def pool_candidates_many(wanted: Sequence[tuple[PoolUser, int]]) -> Callable[[],
 
     def read() -> list[list[PoolUser]]:
         found: list[list[PoolUser]] = [[] for _ in wanted]
-        width = len(_USER_FIELDS)
+        width = len(_USER_ATTNAMES)
         for row in rows.all():
-            user = PoolUser.from_db(connection.alias, _USER_FIELDS, row[:width])
+            user = PoolUser.from_db(connection.alias, _USER_ATTNAMES, row[:width])
             wanted_by, user.process_hostname, user.process_pid, user.process_last_seen, user.process_present = row[width:]
             found[wanted_by].append(user)
         for users in found:  # a LATERAL join keeps each user's order in practice, not by the standard
