@@ -68,6 +68,8 @@ def dialogs_start(
     return [_started(e, dialogs) if isinstance(e, Entered) else e for e in entered]
 
 
+_DIALOG = Dialog._meta.db_table
+_USER = PoolUser._meta.db_table
 _DIALOG_FIELDS = Dialog._meta.concrete_fields
 _DIALOG_COLUMNS = ", ".join(field.column for field in _DIALOG_FIELDS)
 _DIALOG_VALUES = ", ".join(f"v.column{index}" for index in range(2, len(_DIALOG_FIELDS) + 1))
@@ -80,13 +82,9 @@ def _dialogs_insert(dialogs: list[Dialog]) -> None:
         return
     paired, guard_params = pool_paired_by([u for d in dialogs for u in (d.first, d.second)], dialogs[0].started_at)
     rows, params = values(_DIALOG_FIELDS, dialogs)
-    send(f"INSERT INTO {Dialog._meta.db_table} ({_DIALOG_COLUMNS})"
+    send(f"INSERT INTO {_DIALOG} ({_DIALOG_COLUMNS})"
          f" SELECT CASE WHEN {paired} THEN v.column1 END, {_DIALOG_VALUES} FROM {rows} AS v",
          [*guard_params, *params])
-
-
-_DIALOG = Dialog._meta.db_table
-_USER = PoolUser._meta.db_table
 
 
 def recent_partners(channels: list[str]) -> Callable[[], dict[str, set[str]]]:

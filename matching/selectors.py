@@ -34,7 +34,7 @@ _VALUE_TYPES = {"age": "int", "target_age_min": "int", "target_age_max": "int"}
 _RULE_BOUND = re.sub(r"{(\w+)}", lambda m: f"CAST(%s AS {_VALUE_TYPES.get(m[1], 'text')})", RULE)
 _ORDER = "ORDER BY created_at, id"
 _USER_ATTNAMES = [field.attname for field in PoolUser._meta.concrete_fields]
-_USER_COLUMNS = ", ".join(f"c.{field.column}" for field in PoolUser._meta.concrete_fields)
+_CANDIDATE_COLUMNS = ", ".join(f"c.{field.column}" for field in PoolUser._meta.concrete_fields)
 
 
 def _bound(user: PoolUser) -> tuple[str, list]:
@@ -73,7 +73,7 @@ def pool_candidates_many(wanted: Sequence[tuple[PoolUser, int]]) -> Callable[[],
     rule = RULE.format(**{name: f"w.{name}" for name in _RULE_VALUES})
     # Each candidate's process comes along (pairing asks whether it is alive): no second read.
     process = ServerProcess._meta.db_table
-    sql = (f"SELECT {_USER_COLUMNS}, w.wanted_by, p.hostname, p.pid, p.last_seen,"
+    sql = (f"SELECT {_CANDIDATE_COLUMNS}, w.wanted_by, p.hostname, p.pid, p.last_seen,"
            f" {PRESENCE_KEY.format('p.id')} = ANY({PRESENCE_HELD})"
            f" FROM unnest({arrays}) AS w({', '.join(columns)})"
            f" CROSS JOIN LATERAL (SELECT * FROM {table} WHERE {rule} {_ORDER} LIMIT w.wanted"
