@@ -47,11 +47,13 @@ class Started:
 
 
 def dialogs_start(
-    entries: list[Entry], *, process_id=None, live_channels: Collection[str] | None = None
+    entries: list[Entry], *, process_id=None, live_channels: Collection[str] | None = None,
+    on_stored: Callable[[list[PoolUser]], None] | None = None,
 ) -> list[Started | Refusal]:
     """Store every entry's user, pair who can be paired and create their dialogs, in one
     transaction; the 10s go out once it has committed. On PostgreSQL its statements go out
-    in two flights (matching.pipeline): what pairing reads, then what it writes."""
+    in two flights (matching.pipeline): what pairing reads, then what it writes, with what
+    `on_stored` sends about the users the batch stored (the chat: their addresses)."""
     with pipelined_atomic():
         entered = pool_enter_many(
             entries, process_id=process_id, live_channels=live_channels,
@@ -65,6 +67,8 @@ def dialogs_start(
                 dialogs[e.user.pk] = Dialog(first=first, second=second, language=first.language,
                                             started_at=first.paired_at)
         _dialogs_insert(list(dialogs.values()))
+        if on_stored is not None:
+            on_stored([e.user for e in entered if isinstance(e, Entered)])
     return [_started(e, dialogs) if isinstance(e, Entered) else e for e in entered]
 
 

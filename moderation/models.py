@@ -15,8 +15,8 @@ MAX_REASON_LENGTH = 500
 
 
 class ParticipantAddress(models.Model):
-    """The hashed address of a user's connection, taken at connect; it goes with the user
-    (purge_dialogs deletes the dialog's participants)."""
+    """The hashed address of a user's connection, taken at connect and stored as the user
+    enters the pool; it goes with the user (purge_dialogs deletes it with the user)."""
 
     user = models.OneToOneField(
         "matching.PoolUser", on_delete=models.CASCADE, primary_key=True, related_name="+"

@@ -16,6 +16,7 @@ from chat.requests import DialogRequest, is_unicode, uuid_field
 from dialogs.models import Dialog
 from dialogs.services import check_owned, dialog_end, locked_dialogs
 from matching.models import PoolUser
+from matching.pipeline import send, values
 
 from .models import MAX_REASON_LENGTH, Ban, ParticipantAddress, Report
 
@@ -24,15 +25,20 @@ logger = logging.getLogger(__name__)
 BANNED = {"type": "moderation.banned"}
 """The channel-layer message that closes a connection of a banned address."""
 
+_ADDRESS = ParticipantAddress._meta.db_table
+_ADDRESS_FIELDS = ParticipantAddress._meta.concrete_fields
+_ADDRESS_COLUMNS = ", ".join(field.column for field in _ADDRESS_FIELDS)
 
-def addresses_record(records: list[tuple[uuid.UUID, str]]) -> list[None]:
-    """Keep the hashed address of users who were paired (reports name dialog participants):
-    (user id, address hash) each, a group-commit writer (randomchat.batching.Batch), so
-    that a rush of 10s costs a few inserts instead of one each."""
-    ParticipantAddress.objects.bulk_create(
-        [ParticipantAddress(user_id=user_id, address_hash=hashed) for user_id, hashed in records], ignore_conflicts=True
-    )
-    return [None] * len(records)
+
+def addresses_store(addresses: list[tuple[uuid.UUID, str]]) -> None:
+    """Keep the hashed addresses of users entering the pool (a report names a dialog's
+    participant; a ban closes the connections that hold a user), in the caller's transaction
+    and, in a pairing batch, in the flight of its last statements: no transaction of their
+    own, and nothing left to write once the 10s are out."""
+    if addresses:
+        rows, params = values(_ADDRESS_FIELDS, [ParticipantAddress(user_id=user_id, address_hash=hashed)
+                                                for user_id, hashed in addresses])
+        send(f"INSERT INTO {_ADDRESS} ({_ADDRESS_COLUMNS}) SELECT * FROM {rows} AS v", params)
 
 
 def address_banned(*, address_hash: str) -> bool:

@@ -23,7 +23,7 @@ from dialogs.services import dialog_end, dialog_events, dialog_stop, messages_st
 from matching.selectors import user_held_on
 from matching.services import Entry, pool_cancel
 from moderation.address import address_hash, client_address
-from moderation.services import address_banned, addresses_record, report_take
+from moderation.services import address_banned, addresses_store, report_take
 
 from . import metrics
 from .batching import Batch
@@ -36,10 +36,16 @@ logger = logging.getLogger(__name__)
 
 HDR_RESUME_GRACE = "resume-grace"
 
+
+def addresses_keep(users) -> None:
+    """The hashed address of each connection whose user a pairing batch stored, in its transaction."""
+    addresses_store([(user.pk, live_addresses[user.channel_name]) for user in users if user.channel_name in live_addresses])
+
+
 MESSAGES = Batch(messages_store)
-ADDRESSES = Batch(addresses_record)
 # Every /start that arrives while the previous batch is written is paired in the next one.
-STARTS = Batch(lambda entries: dialogs_start(entries, process_id=entries[0].process_id, live_channels=live_channels))
+STARTS = Batch(lambda entries: dialogs_start(entries, process_id=entries[0].process_id, live_channels=live_channels,
+                                             on_stored=addresses_keep))
 
 
 @contextlib.contextmanager
@@ -263,10 +269,8 @@ class ChatConsumer(StompConsumer):
             await self.emit(self.order.push_unordered(event))
         else:
             await self.emit(self.order.push(seq, event))
-        if code == events.PAIRED:  # logged and kept once the 10 is out
+        if code == events.PAIRED:  # logged once the 10 is out
             logger.info("event=pair session=%s chat=%s user=%s", self.session_id, chat, self.user_id)
-            if self.address_hash is not None:
-                await self.keep_address()
 
     async def moderation_banned(self, event: dict) -> None:
         """This connection's address was banned: its dialog ends as by an admin, then it closes."""
@@ -326,14 +330,6 @@ class ChatConsumer(StompConsumer):
             logger.info("event=detach session=%s chat=%s grace=%s", self.session_id, self.dialog_id, grace)
             grace_end_later(grace)
         return bool(grace)
-
-    async def keep_address(self) -> None:
-        """The hashed address of a paired user, for a report about its dialog."""
-        try:
-            with database_refusal("addresses_record"):
-                await ADDRESSES.submit((self.user_id, self.address_hash))
-        except Refusal:
-            logger.warning("event=address_not_kept session=%s user=%s", self.session_id, self.user_id)
 
     def avoids_nobody(self) -> bool:
         """PROTOCOL.md §7.2: whether no dialog of this connection ended within the rematch

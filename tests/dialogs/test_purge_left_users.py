@@ -11,6 +11,7 @@ from django.core.management import call_command
 from websockets.asyncio.client import connect
 
 from matching.models import PoolUser
+from moderation.models import ParticipantAddress
 from tests.support.factories import ago, make_dialog, make_user
 from tests.support.inprocess import raw_frame
 from tests.support.live import DaphneServer
@@ -41,6 +42,9 @@ def test_users_who_left_before_the_retention_are_deleted():
     # Left long ago, but a dialog that is kept names it.
     referenced = left(Status.GONE, 40)
     make_dialog(referenced, make_user(status=Status.ENDED), ended_at=ago(days=1))
+    # Every user's hashed address was stored as it entered the pool: it goes with the user.
+    for user in [cancelled_old, gone_old, *kept, referenced]:
+        ParticipantAddress.objects.create(user=user, address_hash="a" * 64)
 
     out, err = purge("--older-than", "30", "--dry-run")
     assert out.splitlines()[1] == "Would delete 3 pool user(s) who left the pool without a dialog."
@@ -55,6 +59,8 @@ def test_users_who_left_before_the_retention_are_deleted():
     gone = {cancelled_old.pk, gone_old.pk, before_left_at.pk}
     assert not PoolUser.objects.filter(pk__in=gone).exists()
     assert PoolUser.objects.filter(pk__in=[u.pk for u in kept] + [referenced.pk]).count() == 5
+    assert not ParticipantAddress.objects.filter(user__in=gone).exists()
+    assert ParticipantAddress.objects.count() == 5
 
 
 @pytest.mark.django_db
