@@ -48,12 +48,13 @@ class Started:
 
 def dialogs_start(
     entries: list[Entry], *, process_id=None, live_channels: Collection[str] | None = None,
-    on_stored: Callable[[list[PoolUser]], None] | None = None,
+    before_commit: Callable[[list[PoolUser], list[Notice]], None] | None = None,
 ) -> list[Started | Refusal]:
     """Store every entry's user, pair who can be paired and create their dialogs, in one
     transaction; the 10s go out once it has committed. On PostgreSQL its statements go out
     in two flights (matching.pipeline): what pairing reads, then what it writes, with what
-    `on_stored` sends about the users the batch stored (the chat: their addresses)."""
+    `before_commit` sends about the users the batch stored and the notices it made (the
+    chat: their addresses, and the 10s that ride on the commit)."""
     with pipelined_atomic():
         entered = pool_enter_many(
             entries, process_id=process_id, live_channels=live_channels,
@@ -67,9 +68,11 @@ def dialogs_start(
                 dialogs[e.user.pk] = Dialog(first=first, second=second, language=first.language,
                                             started_at=first.paired_at)
         _dialogs_insert(list(dialogs.values()))
-        if on_stored is not None:
-            on_stored([e.user for e in entered if isinstance(e, Entered)])
-    return [_started(e, dialogs) if isinstance(e, Entered) else e for e in entered]
+        started = [_started(e, dialogs) if isinstance(e, Entered) else e for e in entered]
+        if before_commit is not None:
+            before_commit([e.user for e in entered if isinstance(e, Entered)],
+                          [notice for s in started if isinstance(s, Started) for notice in s.notices])
+    return started
 
 
 _DIALOG = Dialog._meta.db_table
@@ -124,6 +127,18 @@ def _started(entered: Entered, dialogs: dict) -> Started:
         return Started(entered.user.pk)
     user, partner = entered.user, entered.partner
     return Started(user.pk, [_paired(dialog, user, partner), _paired(dialog, partner, user)])
+
+
+def pairs_again(*, channel_names: Collection[str]) -> list[Notice]:
+    """The 10 of every active dialog to those of its users who hold one of these connections:
+    for a process that may have missed some (randomchat.commit_copies)."""
+    held = PoolUser.objects.filter(channel_name__in=channel_names, status=Status.PAIRED).values_list("pk", flat=True)
+    notices = []
+    for dialog in Dialog.objects.active_of(held).select_related("first", "second"):
+        for recipient, partner in ((dialog.first, dialog.second), (dialog.second, dialog.first)):
+            if recipient.channel_name in channel_names and recipient.status == Status.PAIRED:
+                notices.append(_paired(dialog, recipient, partner))
+    return notices
 
 
 def partner_card(partner: PoolUser) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 
 from channels.db import database_sync_to_async
@@ -17,7 +18,7 @@ from chat.refusals import DATABASE_UNAVAILABLE, Refusal, unavailable
 from chat.requests import DialogRequest, message_draft, parse_dialog_request, parse_resume, parse_start
 from chat.tokens import ResumeToken
 from dialogs.models import Dialog
-from dialogs.pairing import dialogs_start, user_leave
+from dialogs.pairing import Started, dialogs_start, user_leave
 from dialogs.resume import participant_detach, participant_resume
 from dialogs.services import dialog_end, dialog_events, dialog_stop, messages_store
 from matching.selectors import user_held_on
@@ -27,6 +28,7 @@ from moderation.services import address_banned, addresses_store, report_take
 
 from . import metrics
 from .batching import Batch
+from .commit_copies import copies_send
 from .process import current_process, grace_end_later, live_addresses, live_channels
 from .ratelimit import TokenBucket
 from .stomp.frames import Frame
@@ -37,15 +39,30 @@ logger = logging.getLogger(__name__)
 HDR_RESUME_GRACE = "resume-grace"
 
 
-def addresses_keep(users) -> None:
-    """The hashed address of each connection whose user a pairing batch stored, in its transaction."""
-    addresses_store([(user.pk, live_addresses[user.channel_name]) for user in users if user.channel_name in live_addresses])
+def starts_write(entries: list[Entry]) -> list:
+    """A pairing batch (dialogs_start), whose transaction also stores the hashed address of
+    each connection whose user it stored, and carries the 10s for other processes' connections
+    that it can (randomchat.commit_copies): those are left out of the notices returned."""
+    carried = []
+
+    def before_commit(users, notices) -> None:
+        addresses_store([(u.pk, live_addresses[u.channel_name]) for u in users if u.channel_name in live_addresses])
+        ridden = copies_send(notices)
+        carried.append(lambda: {id(notices[index]) for index in ridden()})
+
+    started = dialogs_start(entries, process_id=entries[0].process_id, live_channels=live_channels,
+                            before_commit=before_commit)
+    gone = carried[0]()
+    if gone:
+        for result in started:
+            if isinstance(result, Started):
+                result.notices = [notice for notice in result.notices if id(notice) not in gone]
+    return started
 
 
 MESSAGES = Batch(messages_store)
 # Every /start that arrives while the previous batch is written is paired in the next one.
-STARTS = Batch(lambda entries: dialogs_start(entries, process_id=entries[0].process_id, live_channels=live_channels,
-                                             on_stored=addresses_keep))
+STARTS = Batch(starts_write)
 
 
 @contextlib.contextmanager
@@ -253,6 +270,9 @@ class ChatConsumer(StompConsumer):
         next one has begun."""
         chat, code = event["chat"], event["code"]
         if code == events.PAIRED:
+            if not self.takes_pair(event):
+                metrics.DUPLICATE_EVENTS.inc()
+                return
             self.dialog_id, self.dialog_user, self.dialog_ended_at = chat, self.user_id, None
             if self.resume_token is not None:  # to its owner only, never through the layer
                 event = events.with_service(event, resumeToken=self.resume_token.secret)
@@ -330,6 +350,14 @@ class ChatConsumer(StompConsumer):
             logger.info("event=detach session=%s chat=%s grace=%s", self.session_id, self.dialog_id, grace)
             grace_end_later(grace)
         return bool(grace)
+
+    def takes_pair(self, event: dict) -> bool:
+        """Whether a 10 is news: one for this connection's latest user, of a dialog it has not
+        begun. A process whose listening connection was lost gets the 10s of its connections'
+        active dialogs again (randomchat.commit_copies), which may even trail a dialog's end."""
+        if self.user_id is None or event["chat"] == self.dialog_id:
+            return False
+        return json.loads(event["body"])["senderUUID"] == str(self.user_id)
 
     def avoids_nobody(self) -> bool:
         """PROTOCOL.md §7.2: whether no dialog of this connection ended within the rematch

@@ -37,6 +37,16 @@ REJECTED_FRAMES = Counter(
 REFUSALS = Counter(
     "randomchat_refusals", "Refused actions (events 11/21/31), by error slug", ["error"], registry=REGISTRY
 )
+PAIR_COPIES = Counter(
+    "randomchat_pair_copies",
+    "Events 10 of other processes' pairings received with their commit (NOTIFY; randomchat/commit_copies.py)",
+    registry=REGISTRY,
+)
+DUPLICATE_EVENTS = Counter(
+    "randomchat_duplicate_events",
+    "Events 10 a connection had already taken (sent again after a lost listening connection), dropped",
+    registry=REGISTRY,
+)
 REPORTS = Counter("randomchat_reports_taken", "Reports taken (event 40) by this process", registry=REGISTRY)
 RESUMES = Counter(
     "randomchat_resumes", "Participants taken over by a new connection with /resume in this process", registry=REGISTRY

@@ -11,9 +11,17 @@ from channels.db import database_sync_to_async  # noqa: E402
 from channels.layers import channel_layers, get_channel_layer  # noqa: E402
 from django.db import connections  # noqa: E402
 
+from django.conf import settings  # noqa: E402
+
 from randomchat.asgi import application  # noqa: E402
 from tests.support.inprocess import StompClient  # noqa: E402
 from tests.support.live import SERVERS_KEY, DaphneServer, watch  # noqa: E402
+
+
+# The consumers of this process (in-process clients) do not LISTEN for the 10s that ride on
+# a pairing's commit (randomchat.commit_copies): each test's event loop would leave a
+# listening database connection behind. The live servers, daphne processes, keep the default.
+settings.RANDOMCHAT_PAIR_NOTIFY = False
 
 
 @pytest.fixture

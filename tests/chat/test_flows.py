@@ -187,6 +187,22 @@ async def test_no_event_of_an_ended_dialog_after_the_next_pairing(chat, layer):
     assert (await a.event_with(20))["chatUUID"] == new_a["chatUUID"]
 
 
+async def test_a_10_is_taken_once(chat, layer):
+    """A process whose listening connection was lost gets its connections' 10s again
+    (randomchat.commit_copies): a connection takes a dialog's 10 once, and one that trails a
+    dialog that has ended does not begin it again."""
+    (a, b, c), old_a, old_b, new_a, new_c = await ended_then_paired_again(chat)
+
+    channel = await channel_of(new_a["senderUUID"])
+    for ten in (new_a, old_a):
+        partner = {"partner": {"name": "someone", "languageCode": "en", "userAttributes": {}}}
+        await layer.send(channel, events.chat_event(events.PAIRED, ten["chatUUID"], sender=ten["senderUUID"],
+                                                    service=partner))
+    await a.expect_nothing(0.5)
+    await c.message(new_c["chatUUID"], new_c["senderUUID"], "still here")
+    assert (await a.event_with(20))["chatUUID"] == new_a["chatUUID"]
+
+
 async def test_claimed_user_whose_connection_is_gone_is_not_paired(chat):
     a, b = await chat(), await chat()
     await a.start()

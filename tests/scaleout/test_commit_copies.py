@@ -1,0 +1,143 @@
+"""randomchat.commit_copies: a pair's 10 for a connection of another process rides on the
+pairing's commit as a NOTIFY (never on a rollback) when that process listens, and through
+the layer when it does not; a process that lost what was sent to it gets it again."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import re
+import signal
+import urllib.request
+import uuid
+
+import psycopg
+import pytest
+from channels.layers import get_channel_layer
+from django.db import connection
+from psycopg import sql
+
+from chat import events
+from chat.events import Notice
+from matching.pipeline import pipelined_atomic
+from randomchat.commit_copies import LISTENER_NAME, copies_send
+from tests.support.events import PAIRED, start_body
+from tests.support.wire import WireClient, close_all, start_stored
+
+from . import helpers
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+LISTENING, SILENT = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"  # other processes
+
+
+def connect() -> psycopg.Connection:
+    params = {k: v for k, v in connection.get_connection_params().items()
+              if k not in ("cursor_factory", "context", "prepare_threshold")}
+    return psycopg.connect(**params, autocommit=True)
+
+
+def test_a_10_rides_on_the_commit_to_a_process_that_listens(settings, services_ready):
+    settings.RANDOMCHAT_PAIR_NOTIFY = True
+    layer = get_channel_layer()
+    ten = events.chat_event(events.PAIRED, uuid.uuid4(), sender=uuid.uuid4(), service={"partner": {"name": "Zoe"}})
+    notices = [Notice(f"specific.{LISTENING}!a", ten), Notice(f"specific.{SILENT}!b", ten),
+               Notice(f"specific.{layer.client_prefix}!c", ten)]  # this process's own: the layer's
+    with connect() as listener, connect() as silent:
+        for prefix, conn in ((LISTENING, listener), (SILENT, silent)):
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(layer.notify_channel(prefix))))
+        listener.execute("SELECT pg_advisory_lock(%s)", [layer.listen_key(LISTENING)])  # SILENT takes no lock
+
+        with pytest.raises(RuntimeError), pipelined_atomic():
+            copies_send(notices)
+            raise RuntimeError("the pairing batch fails after its statements were sent")
+        assert list(listener.notifies(timeout=0.3)) == []
+
+        with pipelined_atomic():
+            ridden = copies_send(notices)
+        assert ridden() == {0}
+        got = list(listener.notifies(timeout=0.5))
+        assert list(silent.notifies(timeout=0.3)) == []
+    assert [n.channel for n in got] == [layer.notify_channel(LISTENING)]
+    assert layer.deserialize(base64.b64decode(got[0].payload)) == {**ten, "__asgi_channel__": notices[0].channel}
+
+
+def metric(server, name: str) -> float:
+    with urllib.request.urlopen(f"{server.http_url}/metrics", timeout=5) as response:
+        found = re.search(rf"^{name} (\S+)$", response.read().decode(), re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def listener_of(server) -> int | None:
+    """The backend pid of the server's listening connection."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = current_database()",
+                       [f"{LISTENER_NAME} {server.process.pid}"])
+        row = cursor.fetchone()
+    return row and row[0]
+
+
+def listen_lock(pid: int) -> int | None:
+    """The advisory lock (the listen key) that backend holds."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks"
+                       " WHERE pid = %s AND locktype = 'advisory' AND granted AND objsubid = 1", [pid])
+        row = cursor.fetchone()
+    return row and row[0]
+
+
+def terminate(pid: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
+async def listening(server) -> tuple[int, int]:
+    """(The backend pid of the server's listening connection, its listen key) once it listens."""
+    pid = await helpers.wait_db(lambda: listener_of(server), timeout=10, what=f"the LISTEN of {server}")
+    return pid, await helpers.wait_db(lambda: listen_lock(pid), timeout=10, what="its listen lock")
+
+
+@contextlib.asynccontextmanager
+async def one_waits(cluster):
+    """A user waits on p1, which listens; a newcomer's connection is open on p2."""
+    p1, p2 = cluster(2)
+    waiting, newcomer = WireClient(p1.ws_url, "waiting@p1"), WireClient(p2.ws_url, "newcomer@p2")
+    try:
+        await asyncio.gather(waiting.open(), newcomer.open())
+        await start_stored(waiting, start_body("Waiting", "fi"))
+        yield p1, waiting, newcomer, await listening(p1)
+        await asyncio.sleep(0.5)  # then nothing else comes
+        assert waiting.codes() == [PAIRED], waiting.describe()
+    finally:
+        await close_all([waiting, newcomer])
+
+
+@pytest.mark.timeout(60)
+async def test_a_cross_process_10_comes_with_the_commit(cluster):
+    async with one_waits(cluster) as (p1, waiting, newcomer, _):
+        await newcomer.start(start_body("Newcomer", "fi"))
+        got = await waiting.wait_code(PAIRED, timeout=15)
+        assert (await newcomer.wait_code(PAIRED, timeout=15)).chat == got.chat
+    assert await helpers.in_thread(metric, p1, "randomchat_pair_copies_total") == 1
+    assert await helpers.in_thread(metric, p1, "randomchat_duplicate_events_total") == 0
+
+
+@pytest.mark.timeout(60)
+async def test_a_10_lost_with_the_listening_connection_comes_again(cluster):
+    async with one_waits(cluster) as (p1, waiting, newcomer, (pid, key)):
+        # p1 stands still and its listening connection ends; while its lock still looks held
+        # (this test holds it), the pairing's NOTIFY reaches nobody.
+        p1.process.send_signal(signal.SIGSTOP)
+        try:
+            await helpers.in_thread(terminate, pid)
+            with await helpers.in_thread(connect) as holder:
+                await helpers.in_thread(holder.execute, "SELECT pg_advisory_lock(%s)", [key])
+                await newcomer.start(start_body("Newcomer", "fi"))
+                ours = await newcomer.wait_code(PAIRED, timeout=15)
+        finally:
+            p1.process.send_signal(signal.SIGCONT)
+        got = await waiting.wait_code(PAIRED, timeout=15)  # sent again once p1 listens anew
+        assert got.chat == ours.chat
+        assert (await listening(p1))[0] != pid
+    assert await helpers.in_thread(metric, p1, "randomchat_pair_copies_total") == 0
