@@ -131,7 +131,7 @@ def _started(entered: Entered, dialogs: dict) -> Started:
 
 def pairs_again(*, channel_names: Collection[str]) -> list[Notice]:
     """The 10 of every active dialog to those of its users who hold one of these connections:
-    for a process that may have missed some (randomchat.commit_copies)."""
+    for a process that may have missed some (randomchat.pair_notify)."""
     held = PoolUser.objects.filter(channel_name__in=channel_names, status=Status.PAIRED).values_list("pk", flat=True)
     notices = []
     for dialog in Dialog.objects.active_of(held).select_related("first", "second"):

@@ -28,7 +28,7 @@ from moderation.services import address_banned, addresses_store, report_take
 
 from . import metrics
 from .batching import Batch
-from .commit_copies import copies_send
+from .pair_notify import notify_send
 from .process import current_process, grace_end_later, live_addresses, live_channels
 from .ratelimit import TokenBucket
 from .stomp.frames import Frame
@@ -42,17 +42,17 @@ HDR_RESUME_GRACE = "resume-grace"
 def starts_write(entries: list[Entry]) -> list:
     """A pairing batch (dialogs_start), whose transaction also stores the hashed address of
     each connection whose user it stored, and carries the 10s for other processes' connections
-    that it can (randomchat.commit_copies): those are left out of the notices returned."""
-    carried = []
+    that it can (randomchat.pair_notify): those are left out of the notices returned."""
+    ridden = list  # once committed: the notices that rode on the commit
 
     def before_commit(users, notices) -> None:
+        nonlocal ridden
         addresses_store([(u.pk, live_addresses[u.channel_name]) for u in users if u.channel_name in live_addresses])
-        ridden = copies_send(notices)
-        carried.append(lambda: {id(notices[index]) for index in ridden()})
+        ridden = notify_send(notices)
 
     started = dialogs_start(entries, process_id=entries[0].process_id, live_channels=live_channels,
                             before_commit=before_commit)
-    gone = carried[0]()
+    gone = {id(notice) for notice in ridden()}
     if gone:
         for result in started:
             if isinstance(result, Started):
@@ -354,7 +354,7 @@ class ChatConsumer(StompConsumer):
     def takes_pair(self, event: dict) -> bool:
         """Whether a 10 is news: one for this connection's latest user, of a dialog it has not
         begun. A process whose listening connection was lost gets the 10s of its connections'
-        active dialogs again (randomchat.commit_copies), which may even trail a dialog's end."""
+        active dialogs again (randomchat.pair_notify), which may even trail a dialog's end."""
         if self.user_id is None or event["chat"] == self.dialog_id:
             return False
         return json.loads(event["body"])["senderUUID"] == str(self.user_id)

@@ -267,7 +267,7 @@ class RedisChannelLayer(BaseRedisChannelLayer):
                 elif not mailbox.put(copy, capacity):
                     logger.warning("event=layer_message_dropped channel=%s reason=over_capacity", channel)
 
-    # Commit copies (randomchat.commit_copies): a message that a database transaction carries,
+    # Pairs notified (randomchat.pair_notify): a message that a database transaction carries,
     # as a NOTIFY, to the process of its consumer, instead of the layer.
 
     def notify_channel(self, client_prefix: str | None = None) -> str:
@@ -278,7 +278,7 @@ class RedisChannelLayer(BaseRedisChannelLayer):
         """The advisory lock that process holds while it listens: 63 bits of its random prefix."""
         return int(client_prefix or self.client_prefix, 16) >> 65
 
-    def copy_of(self, channel: str, message: dict) -> tuple[str, int, str] | None:
+    def notify_payload(self, channel: str, message: dict) -> tuple[str, int, str] | None:
         """For a consumer of another process: its NOTIFY channel, its listen key, and the
         message as a payload in this layer's format. None for a channel of this process, not
         a consumer's, or a message too large for a NOTIFY."""
@@ -292,7 +292,7 @@ class RedisChannelLayer(BaseRedisChannelLayer):
             return None
         return self.notify_channel(client), self.listen_key(client), payload
 
-    def deliver_copy(self, payload: str) -> None:
+    def deliver_notified(self, payload: str) -> None:
         """A message a commit carried here, as the reader delivers what it takes from Redis."""
         local = self.loops.get(asyncio.get_running_loop())
         if local is not None:

@@ -37,9 +37,9 @@ REJECTED_FRAMES = Counter(
 REFUSALS = Counter(
     "randomchat_refusals", "Refused actions (events 11/21/31), by error slug", ["error"], registry=REGISTRY
 )
-PAIR_COPIES = Counter(
-    "randomchat_pair_copies",
-    "Events 10 of other processes' pairings received with their commit (NOTIFY; randomchat/commit_copies.py)",
+PAIRS_NOTIFIED = Counter(
+    "randomchat_pairs_notified",
+    "Events 10 of other processes' pairings received with their commit (NOTIFY; randomchat/pair_notify.py)",
     registry=REGISTRY,
 )
 DUPLICATE_EVENTS = Counter(

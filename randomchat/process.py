@@ -19,7 +19,7 @@ from chat.loops import spawn
 from chat.notify import send_notices
 from moderation.services import BANNED, banned_hashes
 
-from . import commit_copies, metrics
+from . import metrics, pair_notify
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ async def current_process():
             _registered.clear()
             _registered[loop] = process
             spawn(_beat_forever(process))
-            commit_copies.listen(live_channels)
+            pair_notify.listen(live_channels)
             logger.info("process registered id=%s", process.pk)
     return process
 

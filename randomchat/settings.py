@@ -229,7 +229,7 @@ RANDOMCHAT_MAX_WAIT = env_float("RANDOMCHAT_MAX_WAIT", 600)
 # paired with each other again (they keep waiting); 0 = no such rule.
 RANDOMCHAT_REMATCH_WINDOW = env_float("RANDOMCHAT_REMATCH_WINDOW", 300)
 # On PostgreSQL + Redis, a pair's 10 for a connection of another process rides on the
-# pairing's commit as a NOTIFY instead of the channel layer (randomchat/commit_copies.py).
+# pairing's commit as a NOTIFY instead of the channel layer (randomchat/pair_notify.py).
 RANDOMCHAT_PAIR_NOTIFY = env_bool("RANDOMCHAT_PAIR_NOTIFY", True)
 # The longest grace a connection may ask for with CONNECT's resume-grace (PROTOCOL.md §7.1); 0 = no resume.
 RANDOMCHAT_RESUME_GRACE_MAX = env_int("RANDOMCHAT_RESUME_GRACE_MAX", 120)

@@ -19,7 +19,7 @@ from tests.support.live import SERVERS_KEY, DaphneServer, watch  # noqa: E402
 
 
 # The consumers of this process (in-process clients) do not LISTEN for the 10s that ride on
-# a pairing's commit (randomchat.commit_copies): each test's event loop would leave a
+# a pairing's commit (randomchat.pair_notify): each test's event loop would leave a
 # listening database connection behind. The live servers, daphne processes, keep the default.
 settings.RANDOMCHAT_PAIR_NOTIFY = False
 

@@ -189,7 +189,7 @@ async def test_no_event_of_an_ended_dialog_after_the_next_pairing(chat, layer):
 
 async def test_a_10_is_taken_once(chat, layer):
     """A process whose listening connection was lost gets its connections' 10s again
-    (randomchat.commit_copies): a connection takes a dialog's 10 once, and one that trails a
+    (randomchat.pair_notify): a connection takes a dialog's 10 once, and one that trails a
     dialog that has ended does not begin it again."""
     (a, b, c), old_a, old_b, new_a, new_c = await ended_then_paired_again(chat)
 

@@ -49,27 +49,27 @@ _NOT_CONNINFO = ("cursor_factory", "context", "prepare_threshold")
 
 
 def enabled(layer) -> bool:
-    return settings.RANDOMCHAT_PAIR_NOTIFY and connection.vendor == "postgresql" and hasattr(layer, "copy_of")
+    return settings.RANDOMCHAT_PAIR_NOTIFY and connection.vendor == "postgresql" and hasattr(layer, "notify_payload")
 
 
-def copies_send(notices: list[Notice]) -> Callable[[], set[int]]:
+def notify_send(notices: list[Notice]) -> Callable[[], list[Notice]]:
     """In the caller's transaction, a NOTIFY for each notice to a consumer of a process that
     listens; returns the function that tells, once the transaction committed, which of
-    `notices` (their indexes) rode on it."""
+    `notices` rode on it."""
     layer = get_channel_layer()
     if not enabled(layer):
-        return set
-    copies = [(index, *copy) for index, notice in enumerate(notices)
-              if (copy := layer.copy_of(notice.channel, notice.message)) is not None]
-    if not copies:
-        return set
-    indexes, channels, keys, payloads = (list(column) for column in zip(*copies))
+        return list
+    notified = [(index, *payload) for index, notice in enumerate(notices)
+                if (payload := layer.notify_payload(notice.channel, notice.message)) is not None]
+    if not notified:
+        return list
+    indexes, channels, keys, payloads = (list(column) for column in zip(*notified))
     ridden = Rows(
         "SELECT n.i, pg_notify(n.c, n.p) FROM unnest(%s::int[], %s::text[], %s::bigint[], %s::text[]) AS n(i, c, k, p)"
         f" WHERE n.k = ANY({PRESENCE_HELD})",
         [indexes, channels, keys, payloads],
     )
-    return lambda: {index for index, _ in ridden.all()}
+    return lambda: [notices[index] for index, _ in ridden.all()]
 
 
 class _Listener:
@@ -107,8 +107,8 @@ async def _listen(layer, live_channels: Collection[str]) -> None:
                     failing = False
                     backoff.reset()
                 async for notify in conn.notifies():
-                    layer.deliver_copy(notify.payload)
-                    metrics.PAIR_COPIES.inc()
+                    layer.deliver_notified(notify.payload)
+                    metrics.PAIRS_NOTIFIED.inc()
         except Exception as exc:  # noqa: BLE001 - the listener must outlive any failure
             if not failing:
                 logger.warning("event=pair_notify_unavailable error=%s", type(exc).__name__)

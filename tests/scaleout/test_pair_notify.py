@@ -1,4 +1,4 @@
-"""randomchat.commit_copies: a pair's 10 for a connection of another process rides on the
+"""randomchat.pair_notify: a pair's 10 for a connection of another process rides on the
 pairing's commit as a NOTIFY (never on a rollback) when that process listens, and through
 the layer when it does not; a process that lost what was sent to it gets it again."""
 
@@ -21,7 +21,7 @@ from psycopg import sql
 from chat import events
 from chat.events import Notice
 from matching.pipeline import pipelined_atomic
-from randomchat.commit_copies import LISTENER_NAME, copies_send
+from randomchat.pair_notify import LISTENER_NAME, notify_send
 from tests.support.events import PAIRED, start_body
 from tests.support.wire import WireClient, close_all, start_stored
 
@@ -50,13 +50,13 @@ def test_a_10_rides_on_the_commit_to_a_process_that_listens(settings, services_r
         listener.execute("SELECT pg_advisory_lock(%s)", [layer.listen_key(LISTENING)])  # SILENT takes no lock
 
         with pytest.raises(RuntimeError), pipelined_atomic():
-            copies_send(notices)
+            notify_send(notices)
             raise RuntimeError("the pairing batch fails after its statements were sent")
         assert list(listener.notifies(timeout=0.3)) == []
 
         with pipelined_atomic():
-            ridden = copies_send(notices)
-        assert ridden() == {0}
+            ridden = notify_send(notices)
+        assert ridden() == notices[:1]
         got = list(listener.notifies(timeout=0.5))
         assert list(silent.notifies(timeout=0.3)) == []
     assert [n.channel for n in got] == [layer.notify_channel(LISTENING)]
@@ -119,7 +119,7 @@ async def test_a_cross_process_10_comes_with_the_commit(cluster):
         await newcomer.start(start_body("Newcomer", "fi"))
         got = await waiting.wait_code(PAIRED, timeout=15)
         assert (await newcomer.wait_code(PAIRED, timeout=15)).chat == got.chat
-    assert await helpers.in_thread(metric, p1, "randomchat_pair_copies_total") == 1
+    assert await helpers.in_thread(metric, p1, "randomchat_pairs_notified_total") == 1
     assert await helpers.in_thread(metric, p1, "randomchat_duplicate_events_total") == 0
 
 
@@ -140,4 +140,4 @@ async def test_a_10_lost_with_the_listening_connection_comes_again(cluster):
         got = await waiting.wait_code(PAIRED, timeout=15)  # sent again once p1 listens anew
         assert got.chat == ours.chat
         assert (await listening(p1))[0] != pid
-    assert await helpers.in_thread(metric, p1, "randomchat_pair_copies_total") == 0
+    assert await helpers.in_thread(metric, p1, "randomchat_pairs_notified_total") == 0
