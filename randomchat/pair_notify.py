@@ -48,6 +48,11 @@ LISTENER_NAME = "randomchat listen"
 _NOT_CONNINFO = ("cursor_factory", "context", "prepare_threshold")
 
 
+def conninfo() -> dict:
+    """psycopg's connection parameters for the database Django uses."""
+    return {k: v for k, v in connection.get_connection_params().items() if k not in _NOT_CONNINFO}
+
+
 def enabled(layer) -> bool:
     return settings.RANDOMCHAT_PAIR_NOTIFY and connection.vendor == "postgresql" and hasattr(layer, "notify_payload")
 
@@ -90,7 +95,7 @@ def listen(live_channels: Collection[str]) -> None:
 
 async def _listen(layer, live_channels: Collection[str]) -> None:
     """Deliver what other processes' pairings carry here, through database outages."""
-    params = {k: v for k, v in connection.get_connection_params().items() if k not in _NOT_CONNINFO}
+    params = conninfo()
     params["application_name"] = f"{LISTENER_NAME} {os.getpid()}"  # for operators (pg_stat_activity)
     listen_sql = sql.SQL("LISTEN {}").format(sql.Identifier(layer.notify_channel()))
     backoff, failing = Backoff(0.1, 2.0), False

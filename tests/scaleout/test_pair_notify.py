@@ -21,7 +21,7 @@ from psycopg import sql
 from chat import events
 from chat.events import Notice
 from matching.pipeline import pipelined_atomic
-from randomchat.pair_notify import LISTENER_NAME, notify_send
+from randomchat.pair_notify import LISTENER_NAME, conninfo, notify_send
 from tests.support.events import PAIRED, start_body
 from tests.support.wire import WireClient, close_all, start_stored
 
@@ -33,9 +33,7 @@ LISTENING, SILENT = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9
 
 
 def connect() -> psycopg.Connection:
-    params = {k: v for k, v in connection.get_connection_params().items()
-              if k not in ("cursor_factory", "context", "prepare_threshold")}
-    return psycopg.connect(**params, autocommit=True)
+    return psycopg.connect(**conninfo(), autocommit=True)
 
 
 def test_a_10_rides_on_the_commit_to_a_process_that_listens(settings, services_ready):
