@@ -23,7 +23,7 @@ from .processes import process_alive, processes_alive
 from chat.requests import StartRequest
 from chat.tokens import ResumeToken
 from .pipeline import Rows, any_of, prepared, send, values
-from .selectors import pool_candidates_for, pool_candidates_many
+from .selectors import pool_candidates_many
 
 _TABLE = PoolUser._meta.db_table
 _USER_FIELDS = PoolUser._meta.concrete_fields
@@ -33,7 +33,8 @@ _PAIRED_AT = PoolUser._meta.get_field("paired_at")
 
 Status = PoolUser.Status
 
-# Candidates read per query; a page of users on dead processes is skipped and the next read.
+# Candidates read per newcomer beyond those its batch may take; past a read whose users cannot
+# be paired (on dead processes, say), twice as many are read.
 CANDIDATE_PAGE = 8
 
 
@@ -152,28 +153,19 @@ def _partner_for(
 ) -> PoolUser | None:
     """The longest-waiting compatible user not `taken`, whose connection is reachable and
     not one of `avoid` (the connections its own just had a dialog with): from the batch's
-    `read` of its candidates, or, if that read stopped short and none of it fits, paged
-    from the pool."""
+    `read` of its candidates, or, if that read stopped short and none of it fits, from reads
+    of twice as many, in the batch's transaction (locked as the first read was)."""
     rows, complete = read
-    for candidate in rows:
-        if candidate.pk != user.pk and candidate.pk not in taken and candidate.channel_name not in avoid \
-                and reachable(candidate):
-            return candidate
-    if complete:
-        return None
-    candidates = pool_candidates_for(user).exclude(pk__in=taken)
-    if avoid:
-        candidates = candidates.exclude(channel_name__in=avoid)
-    candidates = candidates.select_for_update(skip_locked=True)
-    start = 0
     while True:
-        page = list(candidates[start:start + CANDIDATE_PAGE])
-        for candidate in page:
-            if reachable(candidate):
+        for candidate in rows:
+            if candidate.pk != user.pk and candidate.pk not in taken and candidate.channel_name not in avoid \
+                    and reachable(candidate):
                 return candidate
-        if len(page) < CANDIDATE_PAGE:
+        if complete:
             return None
-        start += CANDIDATE_PAGE
+        limit = 2 * len(rows) + CANDIDATE_PAGE
+        [rows] = pool_candidates_many([(user, limit)])()
+        complete = len(rows) < limit
 
 
 def _profile(user: PoolUser) -> tuple:
