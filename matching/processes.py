@@ -142,11 +142,11 @@ def process_presence_release() -> None:
         holder.close()
 
 
-# The presence keys held now, as an array: one value for the whole statement that reads it.
-PRESENCE_HELD = (
-    "ARRAY(SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks"
-    " WHERE locktype = 'advisory' AND granted AND objsubid = 1)"
-)
+# Whether another session holds the advisory lock of key `{}`, in SQL: a shared try of it
+# fails only against its holder's exclusive lock, and takes the key from nobody (it ends with
+# the transaction). It looks at that key alone, where reading pg_locks copies the server's
+# whole lock table, ~0.3 ms, twice on a pairing's way.
+HELD_ELSEWHERE = "NOT pg_try_advisory_xact_lock_shared({})"
 # presence_key of the process id column `{}`, in SQL.
 PRESENCE_KEY = "(('x' || left(replace({}::text, '-', ''), 16))::bit(64) >> 1)::bigint"
 
@@ -164,6 +164,6 @@ def processes_alive() -> set:
     rows = ServerProcess.objects.only("hostname", "pid", "last_seen")
     if connection.vendor != "postgresql":
         return {process.pk for process in rows if process_alive(process, present=True)}
-    rows = rows.annotate(present=RawSQL(f"{PRESENCE_KEY.format('id')} = ANY({PRESENCE_HELD})", [],
+    rows = rows.annotate(present=RawSQL(HELD_ELSEWHERE.format(PRESENCE_KEY.format("id")), [],
                                         output_field=BooleanField()))
     return {process.pk for process in rows if process_alive(process, present=process.present)}

@@ -11,7 +11,7 @@ from django.db.models.expressions import RawSQL
 
 from .models import PoolUser, ServerProcess
 from .pipeline import Rows, any_of, prepared
-from .processes import PRESENCE_HELD, PRESENCE_KEY
+from .processes import HELD_ELSEWHERE, PRESENCE_KEY
 
 # The pairing rule (PROTOCOL.md §5; its oracle is tests/matching/oracle.py) as SQL over the
 # pool's columns, the newcomer's values in braces: SQL's NULL does the rest, since a
@@ -74,7 +74,7 @@ def pool_candidates_many(wanted: Sequence[tuple[PoolUser, int]]) -> Callable[[],
     # Each candidate's process comes along (pairing asks whether it is alive): no second read.
     process = ServerProcess._meta.db_table
     sql = (f"SELECT {_CANDIDATE_COLUMNS}, w.wanted_by, p.hostname, p.pid, p.last_seen,"
-           f" {PRESENCE_KEY.format('p.id')} = ANY({PRESENCE_HELD})"
+           f" {HELD_ELSEWHERE.format(PRESENCE_KEY.format('p.id'))}"
            f" FROM unnest({arrays}) AS w({', '.join(columns)})"
            f" CROSS JOIN LATERAL (SELECT * FROM {table} WHERE {rule} {_ORDER} LIMIT w.wanted"
            f" FOR UPDATE SKIP LOCKED) AS c LEFT JOIN {process} AS p ON p.id = c.process_id")

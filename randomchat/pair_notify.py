@@ -37,7 +37,7 @@ from chat.loops import PerLoop, spawn
 from chat.notify import Backoff, send_notices
 from dialogs.pairing import pairs_again
 from matching.pipeline import Rows
-from matching.processes import PRESENCE_HELD
+from matching.processes import HELD_ELSEWHERE
 
 from . import metrics
 
@@ -71,7 +71,7 @@ def notify_send(notices: list[Notice]) -> Callable[[], list[Notice]]:
     indexes, channels, keys, payloads = (list(column) for column in zip(*notified))
     ridden = Rows(
         "SELECT n.i, pg_notify(n.c, n.p) FROM unnest(%s::int[], %s::text[], %s::bigint[], %s::text[]) AS n(i, c, k, p)"
-        f" WHERE n.k = ANY({PRESENCE_HELD})",
+        f" WHERE {HELD_ELSEWHERE.format('n.k')}",
         [indexes, channels, keys, payloads],
     )
     return lambda: [notices[index] for index, _ in ridden.all()]
