@@ -136,7 +136,7 @@ def pairs_again(*, channel_names: Collection[str]) -> list[Notice]:
     notices = []
     for dialog in Dialog.objects.active_of(held).select_related("first", "second"):
         for recipient, partner in ((dialog.first, dialog.second), (dialog.second, dialog.first)):
-            if recipient.channel_name in channel_names and recipient.status == Status.PAIRED:
+            if recipient.channel_name in channel_names:  # both users of an active dialog are paired
                 notices.append(_paired(dialog, recipient, partner))
     return notices
 
