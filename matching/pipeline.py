@@ -53,13 +53,17 @@ def pipelined_atomic() -> Iterator[None]:
 
 class Rows:
     """The rows of a statement that has been sent; reading them waits for its answer (and
-    for those of the statements sent before it)."""
+    for those of the statements sent before it). On SQLite they are read at once: a cursor
+    there finds its rows as it steps through them, so a later statement of the batch (its
+    insert) would change what a held check reads."""
 
     __slots__ = ("_cursor", "_rows")
 
     def __init__(self, sql: str, params) -> None:
         self._cursor = send(sql, params)
         self._rows: list[tuple] | None = None
+        if connection.vendor != "postgresql":
+            self.all()
 
     def all(self) -> list[tuple]:
         if self._rows is None:

@@ -149,6 +149,15 @@ def test_batch__a_refusal_leaves_the_others_alone():
     assert Dialog.objects.count() == 1 and user(results[0].user_id).status == Status.PAIRED
 
 
+def test_batch__a_held_connection_refuses_only_itself_whatever_comes_after_it():
+    # On SQLite the held check's cursor once read on past the batch's insert: chan.b, stored
+    # after chan.a's row was found, was read as held too, and refused although stored.
+    start("chan.a", {"languageCode": "de"})
+    results = start_many([entry("chan.a"), entry("chan.b")])
+    assert results[0].slug == "already_waiting" and isinstance(results[1], Started)
+    assert user(results[1].user_id).status == Status.WAITING
+
+
 def test_batch__one_connection_twice_is_refused_the_second_time():
     results = start_many([entry("chan.a"), entry("chan.a")])
     assert isinstance(results[0], Started) and results[1].slug == "already_waiting"
