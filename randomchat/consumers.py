@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 
@@ -174,8 +175,12 @@ class ChatConsumer(StompConsumer):
             return
         self.user_id, self.resume_token = started.user_id, token
         self.waiting_since = asyncio.get_running_loop().time()
-        # Through the channel, even this connection's 10: it follows the /start's RECEIPT.
-        await send_notices(self.channel_layer, started.notices)
+        own, others = [], []
+        for notice in started.notices:
+            (own if notice.channel == self.channel_name else others).append(notice)
+        await send_notices(self.channel_layer, others)
+        # This connection's own 10 follows the /start's RECEIPT, with no trip through the channel layer.
+        self.after_answer += [functools.partial(self.chat_event, notice.message) for notice in own]
         logger.info("event=pool_enter session=%s user=%s", self.session_id, started.user_id)
 
     async def send_message(self, frame: Frame) -> None:

@@ -9,6 +9,7 @@ import asyncio
 import itertools
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -127,6 +128,7 @@ class StompConsumer(AsyncWebsocketConsumer):
         self.transaction_bytes = 0  # held_size() of every frame in self.transactions
         self.pending_events: list[dict] = []
         self.pending_bytes = 0  # the bodies of self.pending_events
+        self.after_answer: list[Callable[[], Awaitable[None]]] = []  # see receive_frame
         self.message_ids = itertools.count(1)
         self.heartbeat = HeartbeatMonitor(self)
         self.heartbeat.expect_connect(settings.RANDOMCHAT_CONNECT_TIMEOUT)
@@ -205,7 +207,9 @@ class StompConsumer(AsyncWebsocketConsumer):
             await self.reject("Internal server error", headers=self._receipt_id(item), kind="internal_error")
 
     async def receive_frame(self, frame: Frame) -> None:
-        """Handle one client frame, then acknowledge its receipt if it asked for one."""
+        """Handle one client frame, then acknowledge its receipt if it asked for one; then
+        what its handler left in `after_answer` (what the frame caused that must follow its
+        receipt, without a trip through the channel layer)."""
         command = frame.command
         if command not in f.CLIENT_COMMANDS:
             raise ProtocolError("Unknown command", command, kind="unknown_command")
@@ -216,6 +220,8 @@ class StompConsumer(AsyncWebsocketConsumer):
         receipt = frame.get(f.HDR_RECEIPT)
         if receipt is not None and command not in (f.CMD_CONNECT, f.CMD_STOMP) and not self.closing:
             await self.send_answer(Frame(f.CMD_RECEIPT, ((f.HDR_RECEIPT_ID, receipt),)))
+        while self.after_answer and not self.closing:
+            await self.after_answer.pop(0)()
         if command == f.CMD_DISCONNECT:
             self.closing = True
             await self.close()

@@ -141,6 +141,23 @@ async def test_the_receipt_for_start_follows_storing_the_user(stomp):
     assert users == [("Ann", "waiting")]
 
 
+@pytest.mark.parametrize("in_transaction", [False, True])
+async def test_the_10_of_the_start_that_pairs_follows_its_receipt(stomp, in_transaction):
+    waiting = await stomp(ready=True)
+    await waiting.send_json("/start", START, receipt=True)
+    client = await stomp(ready=True)
+    if in_transaction:  # the /start is handled at COMMIT: its 10 follows the COMMIT's receipt
+        await client.send("BEGIN", [("transaction", "t")])
+        await client.send("SEND", [("destination", "/start"), ("transaction", "t")], START)
+        await client.send("COMMIT", [("transaction", "t"), ("receipt", "answered")])
+    else:
+        await client.send("SEND", [("destination", "/start"), ("receipt", "answered")], START)
+    await client.expect_receipt("answered")
+    assert json.loads((await client.expect("MESSAGE")).body)["eventCode"] == 10
+    assert json.loads((await waiting.expect("MESSAGE")).body)["eventCode"] == 10
+    await client.expect_nothing()
+
+
 async def test_a_receipt_header_value_is_escaped_and_unescaped(stomp):
     client = await stomp(connect=True)
     await client.send("SUBSCRIBE", [("id", "1"), ("destination", "/user/dialog"), ("receipt", "a\\cb\\nc\\\\d")])
