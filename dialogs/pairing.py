@@ -48,17 +48,20 @@ class Started:
 
 def dialogs_start(
     entries: list[Entry], *, process_id=None, live_channels: Collection[str] | None = None,
-    before_commit: Callable[[list[PoolUser], list[Notice]], None] | None = None,
+    with_users: Callable[[list[PoolUser]], None] | None = None,
+    before_commit: Callable[[list[Notice]], None] | None = None,
 ) -> list[Started | Refusal]:
     """Store every entry's user, pair who can be paired and create their dialogs, in one
     transaction; the 10s go out once it has committed. On PostgreSQL its statements go out
-    in two flights (matching.pipeline): what pairing reads, then what it writes, with what
-    `before_commit` sends about the users the batch stored and the notices it made (the
-    chat: their addresses, and the 10s that ride on the commit)."""
+    in two flights (matching.pipeline): what pairing reads, with what `with_users` sends
+    about the batch's new users (the chat: their addresses; see pool_enter_many), then what
+    it writes, with what `before_commit` sends about the notices it made (the chat: the 10s
+    that ride on the commit)."""
     with pipelined_atomic():
         entered = pool_enter_many(
             entries, process_id=process_id, live_channels=live_channels,
             recent_partners=recent_partners([entry.channel_name for entry in entries if not entry.avoids_nobody]),
+            with_users=with_users,
         )
         pairs = [e for e in entered if isinstance(e, Entered) and e.partner is not None]
         dialogs = {}
@@ -70,8 +73,7 @@ def dialogs_start(
         _dialogs_insert(list(dialogs.values()))
         started = [_started(e, dialogs) if isinstance(e, Entered) else e for e in entered]
         if before_commit is not None:
-            before_commit([e.user for e in entered if isinstance(e, Entered)],
-                          [notice for s in started if isinstance(s, Started) for notice in s.notices])
+            before_commit([notice for s in started if isinstance(s, Started) for notice in s.notices])
     return started
 
 

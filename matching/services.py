@@ -196,6 +196,7 @@ def pool_enter_many(
     process_id=None,
     live_channels: Collection[str] | None = None,
     recent_partners: Callable[[], Mapping[str, Collection[str]]] = dict,
+    with_users: Callable[[list[PoolUser]], None] | None = None,
 ) -> list[Entered | Refusal]:
     """Store a user for each entry and pair it, in entry order, with the longest-waiting
     compatible reachable user (an earlier entry of the batch included) whose connection is
@@ -204,6 +205,9 @@ def pool_enter_many(
     Runs in the caller's transaction: dialogs.pairing creates the pairs' dialogs in it. The
     held check, the insert and the candidate read go out together, and the update waits
     for no answer (matching.pipeline): the caller's insert checks it (pool_paired_by).
+    `with_users` sends what the caller stores with the new users, while the server runs
+    those first statements: a user whose connection already held one is not stored, and
+    its statements must leave it out.
     """
     now = timezone.now()
     fresh: dict[str, PoolUser] = {}  # a second /start of one connection in one batch is refused
@@ -217,6 +221,8 @@ def pool_enter_many(
     users = list(fresh.values())
     held_rows = _enter_unheld(users, {entry.request.language for entry in entries})
     read = _candidates_read(users)
+    if with_users is not None:
+        with_users(users)
     held = dict(held_rows.all())
     results: list[Entered | Refusal] = []
     for entry in entries:

@@ -28,17 +28,19 @@ BANNED = {"type": "moderation.banned"}
 _ADDRESS = ParticipantAddress._meta.db_table
 _ADDRESS_FIELDS = ParticipantAddress._meta.concrete_fields
 _ADDRESS_COLUMNS = ", ".join(field.column for field in _ADDRESS_FIELDS)
+_USER = PoolUser._meta.db_table
 
 
 def addresses_store(addresses: list[tuple[uuid.UUID, str]]) -> None:
     """Keep the hashed addresses of users entering the pool (a report names a dialog's
-    participant; a ban closes the connections that hold a user), in the caller's transaction
-    and, in a pairing batch, in the flight of its last statements: no transaction of their
-    own, and nothing left to write once the 10s are out."""
+    participant; a ban closes the connections that hold a user), in the caller's transaction:
+    in a pairing batch, in its first flight, while the server runs its first statements. A
+    user that the batch did not store (its connection already held one) is left out."""
     if addresses:
         rows, params = values(_ADDRESS_FIELDS, [ParticipantAddress(user_id=user_id, address_hash=hashed)
                                                 for user_id, hashed in addresses])
-        send(f"INSERT INTO {_ADDRESS} ({_ADDRESS_COLUMNS}) SELECT * FROM {rows} AS v", params)
+        send(f"INSERT INTO {_ADDRESS} ({_ADDRESS_COLUMNS}) SELECT * FROM {rows} AS v"
+             f" WHERE EXISTS (SELECT 1 FROM {_USER} WHERE id = v.column1)", params)
 
 
 def address_banned(*, address_hash: str) -> bool:

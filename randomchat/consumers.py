@@ -46,13 +46,15 @@ def starts_write(entries: list[Entry]) -> list:
     that it can (randomchat.pair_notify): those are left out of the notices returned."""
     ridden = list  # once committed: the notices that rode on the commit
 
-    def before_commit(users, notices) -> None:
-        nonlocal ridden
+    def with_users(users) -> None:
         addresses_store([(u.pk, live_addresses[u.channel_name]) for u in users if u.channel_name in live_addresses])
+
+    def before_commit(notices) -> None:
+        nonlocal ridden
         ridden = notify_send(notices)
 
     started = dialogs_start(entries, process_id=entries[0].process_id, live_channels=live_channels,
-                            before_commit=before_commit)
+                            with_users=with_users, before_commit=before_commit)
     gone = {id(notice) for notice in ridden()}
     if gone:
         for result in started:

@@ -10,7 +10,9 @@ from dialogs.maintenance import dialog_purge
 from moderation.address import address_hash, client_address
 from moderation.models import Ban, ParticipantAddress, Report
 from moderation.services import address_banned, report_ban
-from tests.support.factories import ago, make_dialog
+from randomchat.consumers import starts_write
+from randomchat.process import live_addresses
+from tests.support.factories import ago, entry, make_dialog
 
 
 def scope(peer: str, forwarded: str | None = None) -> dict:
@@ -49,6 +51,18 @@ def report(db):
     for host, user in enumerate((dialog.first, dialog.second), start=1):
         ParticipantAddress.objects.create(user=user, address_hash=address_hash(f"203.0.113.{host}"))
     return Report.objects.create(dialog=dialog, reporter=dialog.first, reported=dialog.second, reason="rude")
+
+
+@pytest.mark.django_db(transaction=True)  # committed, so that the address's foreign key is checked
+def test_a_pairing_batch_stores_the_address_of_each_user_it_stores(monkeypatch):
+    for channel, host in (("chan.a", 1), ("chan.b", 2)):
+        monkeypatch.setitem(live_addresses, channel, address_hash(f"203.0.113.{host}"))
+    starts_write([entry("chan.a", languageCode="de")])
+    # chan.a's second /start stores no user, so no address; chan.b waits (another language).
+    results = starts_write([entry("chan.a"), entry("chan.b")])
+    assert results[0].slug == "already_waiting" and not results[1].notices
+    stored = dict(ParticipantAddress.objects.values_list("user__channel_name", "address_hash"))
+    assert stored == {"chan.a": address_hash("203.0.113.1"), "chan.b": address_hash("203.0.113.2")}
 
 
 def test_purge_dialogs_deletes_the_addresses_and_reports_with_the_dialog(report):
