@@ -163,16 +163,19 @@ def _end(dialog: Dialog, *, ended_by, reason: str) -> list[Notice]:
     return _to_participants(dialog, end)
 
 
-def dialog_events(*, chat, first_seq: int, last_seq: int) -> list[dict]:
-    """The dialog's events with seq from `first_seq` to `last_seq`, rebuilt from what was
-    stored: its messages, and its end. For a connection whose notices were lost."""
+def dialog_events(*, chat, first_seq: int, last_seq: int | None = None) -> list[dict]:
+    """The dialog's events with seq from `first_seq` to `last_seq` (or its last), rebuilt from
+    what was stored: its messages, and its end. For a connection whose notices were lost or
+    are late."""
+    seqs = {"seq__gte": first_seq} if last_seq is None else {"seq__range": (first_seq, last_seq)}
     found = [
         events.chat_event(events.MESSAGE, chat, sender=author, content=content, seq=seq)
-        for author, content, seq in Message.objects.filter(dialog_id=chat, seq__range=(first_seq, last_seq))
+        for author, content, seq in Message.objects.filter(dialog_id=chat, **seqs)
         .order_by("seq")
         .values_list("author_id", "content", "seq")
     ]
-    dialog = Dialog.objects.filter(pk=chat, status=Dialog.Status.ENDED, last_seq__range=(first_seq, last_seq)).first()
+    ends = {f"last_{lookup}": value for lookup, value in seqs.items()}
+    dialog = Dialog.objects.filter(pk=chat, status=Dialog.Status.ENDED, **ends).first()
     if dialog is not None:
         service = {"reason": dialog.end_reason}
         found.append(events.chat_event(events.LEFT, chat, sender=dialog.ended_by_id, service=service, seq=dialog.last_seq))

@@ -280,13 +280,14 @@ class ChatConsumer(StompConsumer):
             if not self.takes_pair(event):
                 metrics.DUPLICATE_EVENTS.inc()
                 return
+            owed = await self.owed_by_last_dialog()
             self.dialog_id, self.dialog_user, self.dialog_ended_at = chat, self.user_id, None
             if self.resume_token is not None:  # to its owner only, never through the layer
                 event = events.with_service(event, resumeToken=self.resume_token.secret)
             if self.waiting_since is not None:
                 metrics.PAIRING_WAIT.observe(asyncio.get_running_loop().time() - self.waiting_since)
                 self.waiting_since = None
-            await self.emit(self.order.begin())
+            await self.emit(owed + self.order.begin())
         elif chat is not None and chat != self.dialog_id:
             return
         elif code == events.LEFT and chat is not None:
@@ -326,13 +327,29 @@ class ChatConsumer(StompConsumer):
         logger.warning("event=order_gap session=%s chat=%s missing=%s", self.session_id, self.dialog_id, missing)
         ready = []
         if missing is not None and self.dialog_id is not None:
-            try:
-                stored = await call(dialog_events, chat=self.dialog_id, first_seq=missing[0], last_seq=missing[1])
-            except Refusal:  # the database is down too: let what waits go without them
-                stored = []
-            for event in stored:
-                ready += self.order.push(event["seq"], event)
+            ready = await self.read_back(*missing)
         await self.emit(ready + self.order.skip_gap())
+
+    async def owed_by_last_dialog(self) -> list:
+        """Before a new dialog begins, what the last one still owes this connection: events
+        it waits for, or its 30 that has not come (notices still on their way, which would
+        arrive after the new 10 and be dropped), read back from the database."""
+        if self.dialog_id is None or (self.dialog_ended_at is not None and not self.order.waiting):
+            return []
+        return await self.read_back(self.order.next_seq)
+
+    async def read_back(self, first_seq: int, last_seq: int | None = None) -> list:
+        """The current dialog's events from `first_seq` (to `last_seq`, or its end) read from
+        the database into its order: what is now ready to send. Nothing if the database is
+        down too: what waits then goes without them."""
+        try:
+            stored = await call(dialog_events, chat=self.dialog_id, first_seq=first_seq, last_seq=last_seq)
+        except Refusal:
+            return []
+        ready = []
+        for event in stored:
+            ready += self.order.push(event["seq"], event)
+        return ready
 
     # Helpers
 

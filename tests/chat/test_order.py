@@ -133,6 +133,53 @@ async def test_a_message_committed_before_the_stop_reaches_both_before_the_30(ch
         await client.expect_nothing(0.2)
 
 
+async def test_what_the_last_dialog_owes_goes_before_the_next_10(chat, monkeypatch):
+    """The partner's message was committed before the own /stop, but its notice is late: the
+    connection pairs again before it comes. It is read back from the database, so it goes
+    out before the 30, and both before the next dialog's 10 (a late notice of an ended dialog
+    is dropped)."""
+    committed, gate = hold_after_commit(monkeypatch)
+    a, b, c = await chat(), await chat(), await chat()
+    ea, eb = await pair(a, b)
+    await c.start()  # waits
+    sending = asyncio.ensure_future(b.send_json("/message", body(eb, "first")))
+    await asyncio.wait_for(committed.wait(), 5)
+    await a.send_bytes(stomp_send("/stop", body(ea, None), "s") + stomp_send("/start", {"languageCode": "en"}, "r"))
+    assert await frames_until(a, 5) == ["20", "30", "RECEIPT s", "RECEIPT r", "10"]
+    gate.set()
+    await sending
+    await a.expect_nothing(0.3)
+    assert [(await b.event())["eventCode"] for _ in range(2)] == [20, 30]
+
+
+async def test_a_30_still_on_its_way_goes_before_the_next_10(chat, monkeypatch):
+    """The partner's /stop ended the dialog, and its 30 for this connection is late; the
+    connection /starts meanwhile and is paired. The 30 is read back before the new 10."""
+    from randomchat import consumers
+
+    late = asyncio.Event()
+    send_notices = consumers.send_notices
+
+    async def holding_30s(layer, notices):
+        if any(n.message.get("code") == 30 for n in notices):
+            await late.wait()
+        await send_notices(layer, notices)
+
+    monkeypatch.setattr(consumers, "send_notices", holding_30s)
+    a, b, c = await chat(), await chat(), await chat()
+    ea, eb = await pair(a, b)
+    await c.start()  # waits
+    stopping = asyncio.ensure_future(b.send_json("/stop", body(eb, None)))
+    await wait_for_end(ea["chatUUID"])
+    await a.send_json("/start", {"languageCode": "en"}, receipt=True)
+    first, second = await a.event(), await a.event()
+    assert (first["eventCode"], first["chatUUID"]) == (30, ea["chatUUID"])
+    assert second["eventCode"] == 10 and second["chatUUID"] != ea["chatUUID"]
+    late.set()
+    await stopping
+    await a.expect_nothing(0.3)
+
+
 async def test_two_stops_in_one_websocket_message_are_answered_in_frame_order(chat):
     a, b = await chat(), await chat()
     ea, _ = await pair(a, b)
