@@ -18,6 +18,7 @@ import logging
 import uuid
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from chat import events
@@ -180,3 +181,15 @@ def dialog_events(*, chat, first_seq: int, last_seq: int | None = None) -> list[
         service = {"reason": dialog.end_reason}
         found.append(events.chat_event(events.LEFT, chat, sender=dialog.ended_by_id, service=service, seq=dialog.last_seq))
     return found
+
+
+def dialog_owed(*, chat, participant, channel_name: str, first_seq: int) -> list[dict]:
+    """What an ended dialog still owes the connection that held `participant` in it to the
+    end: its events from `first_seq`. Nothing while it is active, nor once another connection
+    resumed the participant: what follows is that connection's."""
+    of_participant = Q(first_id=participant) | Q(second_id=participant)
+    if not Dialog.objects.filter(of_participant, pk=chat, status=Dialog.Status.ENDED).exists():
+        return []
+    if not PoolUser.objects.filter(pk=participant, channel_name=channel_name).exists():
+        return []
+    return dialog_events(chat=chat, first_seq=first_seq)

@@ -21,7 +21,7 @@ from chat.tokens import ResumeToken
 from dialogs.models import Dialog
 from dialogs.pairing import Started, dialogs_start, user_leave
 from dialogs.resume import participant_detach, participant_resume
-from dialogs.services import dialog_end, dialog_events, dialog_stop, messages_store
+from dialogs.services import dialog_end, dialog_events, dialog_owed, dialog_stop, messages_store
 from matching.selectors import user_held_on
 from matching.services import Entry, pool_cancel
 from moderation.address import address_hash, client_address
@@ -249,12 +249,13 @@ class ChatConsumer(StompConsumer):
         except Refusal as refusal:
             await self.refuse(events.START_REFUSED, refusal)
             return
+        owed = await self.owed_by_last_dialog()
         self.user_id = self.dialog_user = resumed.user_id
         self.dialog_id, self.dialog_ended_at = str(resumed.dialog_id), None
         self.resume_grace = resumed.grace
         metrics.RESUMES.inc()
         logger.info("event=resume session=%s chat=%s user=%s", self.session_id, self.dialog_id, self.user_id)
-        ready = self.order.begin(resumed.first_seq)
+        ready = owed + self.order.begin(resumed.first_seq)
         ready += self.order.push_unordered(resumed.paired)
         for event in resumed.missed:
             ready += self.order.push(event["seq"], event)
@@ -327,27 +328,31 @@ class ChatConsumer(StompConsumer):
         logger.warning("event=order_gap session=%s chat=%s missing=%s", self.session_id, self.dialog_id, missing)
         ready = []
         if missing is not None and self.dialog_id is not None:
-            ready = await self.read_back(*missing)
+            ready = await self.read_back(dialog_events, chat=self.dialog_id, first_seq=missing[0], last_seq=missing[1])
         await self.emit(ready + self.order.skip_gap())
 
     async def owed_by_last_dialog(self) -> list:
-        """Before a new dialog begins, what the last one still owes this connection: events
-        it waits for, or its 30 that has not come (notices still on their way, which would
-        arrive after the new 10 and be dropped), read back from the database."""
+        """Before a new dialog begins (a 10, a /resume), what the last one still owes this
+        connection: events it waits for, or its 30 that has not come (notices still on their
+        way, which would arrive after the new dialog began and be dropped), read back from the
+        database."""
         if self.dialog_id is None or (self.dialog_ended_at is not None and not self.order.waiting):
             return []
-        return await self.read_back(self.order.next_seq)
+        return await self.read_back(dialog_owed, chat=self.dialog_id, participant=self.dialog_user,
+                                    channel_name=self.channel_name, first_seq=self.order.next_seq)
 
-    async def read_back(self, first_seq: int, last_seq: int | None = None) -> list:
-        """The current dialog's events from `first_seq` (to `last_seq`, or its end) read from
-        the database into its order: what is now ready to send. Nothing if the database is
-        down too: what waits then goes without them."""
+    async def read_back(self, service, **kwargs) -> list:
+        """The current dialog's events as `service` reads them from the database, put in its
+        order: what is now ready to send. Nothing if the database is down too: what waits then
+        goes without them."""
         try:
-            stored = await call(dialog_events, chat=self.dialog_id, first_seq=first_seq, last_seq=last_seq)
+            stored = await call(service, **kwargs)
         except Refusal:
             return []
         ready = []
         for event in stored:
+            if event["code"] == events.LEFT:
+                self.dialog_ended_at = asyncio.get_running_loop().time()
             ready += self.order.push(event["seq"], event)
         return ready
 

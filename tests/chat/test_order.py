@@ -133,6 +133,37 @@ async def test_a_message_committed_before_the_stop_reaches_both_before_the_30(ch
         await client.expect_nothing(0.2)
 
 
+def holding(monkeypatch, late):
+    """The notices that `late(notice)` picks are sent only once the returned coroutine
+    function is awaited (the others at once): a notice slow on its way."""
+    from randomchat import consumers
+
+    send_notices, gate, sends = consumers.send_notices, asyncio.Event(), []
+
+    async def send_late(layer, notices):
+        await gate.wait()
+        await send_notices(layer, notices)
+
+    async def held(layer, notices):
+        await send_notices(layer, [n for n in notices if not late(n)])
+        if any(late(n) for n in notices):
+            sends.append(asyncio.ensure_future(send_late(layer, [n for n in notices if late(n)])))
+
+    async def release():
+        gate.set()
+        await asyncio.gather(*sends)
+
+    monkeypatch.setattr(consumers, "send_notices", held)
+    return release
+
+
+async def graced(stomp):
+    """A ready client that asked for a resume grace (PROTOCOL.md §7.1)."""
+    client = await stomp(connect=True, extra=(("resume-grace", "30"),))
+    await client.subscribe()
+    return client
+
+
 async def test_what_the_last_dialog_owes_goes_before_the_next_10(chat, monkeypatch):
     """The partner's message was committed before the own /stop, but its notice is late: the
     connection pairs again before it comes. It is read back from the database, so it goes
@@ -155,29 +186,51 @@ async def test_what_the_last_dialog_owes_goes_before_the_next_10(chat, monkeypat
 async def test_a_30_still_on_its_way_goes_before_the_next_10(chat, monkeypatch):
     """The partner's /stop ended the dialog, and its 30 for this connection is late; the
     connection /starts meanwhile and is paired. The 30 is read back before the new 10."""
-    from randomchat import consumers
-
-    late = asyncio.Event()
-    send_notices = consumers.send_notices
-
-    async def holding_30s(layer, notices):
-        if any(n.message.get("code") == 30 for n in notices):
-            await late.wait()
-        await send_notices(layer, notices)
-
-    monkeypatch.setattr(consumers, "send_notices", holding_30s)
+    release = holding(monkeypatch, lambda n: n.message.get("code") == 30)
     a, b, c = await chat(), await chat(), await chat()
     ea, eb = await pair(a, b)
     await c.start()  # waits
-    stopping = asyncio.ensure_future(b.send_json("/stop", body(eb, None)))
-    await wait_for_end(ea["chatUUID"])
+    await b.send_json("/stop", body(eb, None), receipt=True)
     await a.send_json("/start", {"languageCode": "en"}, receipt=True)
     first, second = await a.event(), await a.event()
     assert (first["eventCode"], first["chatUUID"]) == (30, ea["chatUUID"])
     assert second["eventCode"] == 10 and second["chatUUID"] != ea["chatUUID"]
-    late.set()
-    await stopping
+    await release()
     await a.expect_nothing(0.3)
+
+
+async def test_a_connection_whose_participant_was_resumed_gets_nothing_more_of_that_dialog(stomp, chat, monkeypatch):
+    """Another connection resumed this one's participant, and this one has not heard yet: it
+    /starts and is paired. The dialog it held is still going on, and is not owed to it."""
+    release = holding(monkeypatch, lambda n: n.message["type"] == "resume.taken")
+    old, partner, waiting, new = await graced(stomp), await chat(), await chat(), await chat()
+    e_old, e_partner = await pair(old, partner)
+    await waiting.start()
+    await new.send_json("/resume", {"resumeToken": e_old["serviceContent"]["resumeToken"]})
+    assert (await new.event())["chatUUID"] == e_old["chatUUID"]
+    await partner.message(e_partner["chatUUID"], e_partner["senderUUID"], "for the new connection")
+    assert (await new.event_with(20))["content"] == "for the new connection"
+    await old.send_json("/start", {"languageCode": "en"})
+    assert (await old.event())["eventCode"] == 10
+    await old.expect_nothing(0.3)
+    await release()
+
+
+async def test_a_30_still_on_its_way_goes_before_a_resumed_dialog(stomp, chat, monkeypatch):
+    """The last dialog's 30 is late when the connection resumes another participant: it is read
+    back before the resumed dialog's 10."""
+    release = holding(monkeypatch, lambda n: n.message.get("code") == 30)
+    x, q, dropped, other = await chat(), await chat(), await graced(stomp), await chat()
+    e_x, e_q = await pair(x, q)
+    e_dropped, _ = await pair(dropped, other)
+    await q.send_json("/stop", body(e_q, None), receipt=True)
+    await dropped.close()
+    await x.send_json("/resume", {"resumeToken": e_dropped["serviceContent"]["resumeToken"]})
+    first, second = await x.event(), await x.event()
+    assert (first["eventCode"], first["chatUUID"]) == (30, e_x["chatUUID"])
+    assert (second["eventCode"], second["chatUUID"]) == (10, e_dropped["chatUUID"])
+    await release()
+    await x.expect_nothing(0.3)
 
 
 async def test_two_stops_in_one_websocket_message_are_answered_in_frame_order(chat):
