@@ -199,9 +199,13 @@ async def test_a_30_still_on_its_way_goes_before_the_next_10(chat, monkeypatch):
     await a.expect_nothing(0.3)
 
 
-async def test_a_connection_whose_participant_was_resumed_gets_nothing_more_of_that_dialog(stomp, chat, monkeypatch):
+@pytest.mark.parametrize("ended", [False, True], ids=["going_on", "ended_since"])
+async def test_a_connection_whose_participant_was_resumed_gets_nothing_more_of_that_dialog(
+    stomp, chat, monkeypatch, ended
+):
     """Another connection resumed this one's participant, and this one has not heard yet: it
-    /starts and is paired. The dialog it held is still going on, and is not owed to it."""
+    /starts and is paired. What the dialog it held says from then on, going on or ended since,
+    belongs to the new connection."""
     release = holding(monkeypatch, lambda n: n.message["type"] == "resume.taken")
     old, partner, waiting, new = await graced(stomp), await chat(), await chat(), await chat()
     e_old, e_partner = await pair(old, partner)
@@ -210,6 +214,9 @@ async def test_a_connection_whose_participant_was_resumed_gets_nothing_more_of_t
     assert (await new.event())["chatUUID"] == e_old["chatUUID"]
     await partner.message(e_partner["chatUUID"], e_partner["senderUUID"], "for the new connection")
     assert (await new.event_with(20))["content"] == "for the new connection"
+    if ended:
+        await partner.stop(e_partner["chatUUID"], e_partner["senderUUID"])
+        assert (await new.event_with(30))["chatUUID"] == e_old["chatUUID"]
     await old.send_json("/start", {"languageCode": "en"})
     assert (await old.event())["eventCode"] == 10
     await old.expect_nothing(0.3)
