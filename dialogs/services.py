@@ -187,9 +187,8 @@ def dialog_owed(*, chat, participant, channel_name: str, first_seq: int) -> list
     """What an ended dialog still owes the connection that held `participant` in it to the
     end: its events from `first_seq`. Nothing while it is active, nor once another connection
     resumed the participant: what follows is that connection's."""
-    of_participant = Q(first_id=participant) | Q(second_id=participant)
-    if not Dialog.objects.filter(of_participant, pk=chat, status=Dialog.Status.ENDED).exists():
-        return []
-    if not PoolUser.objects.filter(pk=participant, channel_name=channel_name).exists():
+    held_to_the_end = Q(first_id=participant, first__channel_name=channel_name) | \
+        Q(second_id=participant, second__channel_name=channel_name)
+    if not Dialog.objects.filter(held_to_the_end, pk=chat, status=Dialog.Status.ENDED).exists():
         return []
     return dialog_events(chat=chat, first_seq=first_seq)
