@@ -177,12 +177,7 @@ class ChatConsumer(StompConsumer):
             return
         self.user_id, self.resume_token = started.user_id, token
         self.waiting_since = asyncio.get_running_loop().time()
-        own, others = [], []
-        for notice in started.notices:
-            (own if notice.channel == self.channel_name else others).append(notice)
-        await send_notices(self.channel_layer, others)
-        # This connection's own 10 follows the /start's RECEIPT, with no trip through the channel layer.
-        self.after_answer += [functools.partial(self.chat_event, notice.message) for notice in own]
+        await self.publish(started.notices, after_receipt=True)  # its own 10 follows the /start's RECEIPT
         logger.info("event=pool_enter session=%s user=%s", self.session_id, started.user_id)
 
     async def send_message(self, frame: Frame) -> None:
@@ -416,13 +411,17 @@ class ChatConsumer(StompConsumer):
             await self.reject(f"Rate limit exceeded {self.rate_refusals} times in a row", kind="rate_limited")
         raise Refusal("rate_limited", "Too many requests; slow down")
 
-    async def publish(self, notices: list[Notice]) -> None:
+    async def publish(self, notices: list[Notice], *, after_receipt: bool = False) -> None:
         """Send the notices. This connection's own events are taken at once, in their place in
-        the dialog's order, so that they go out before the receipt of the frame that caused them."""
+        the dialog's order, with no trip through the channel layer: before the receipt of the
+        frame that caused them, or, `after_receipt`, right after it (StompConsumer.after_answer)."""
         others = []
         for notice in notices:
             if notice.channel == self.channel_name and notice.message["type"] == "chat.event":
-                await self.chat_event(notice.message)
+                if after_receipt:
+                    self.after_answer.append(functools.partial(self.chat_event, notice.message))
+                else:
+                    await self.chat_event(notice.message)
             else:
                 others.append(notice)
         await send_notices(self.channel_layer, others)
