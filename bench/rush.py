@@ -12,6 +12,11 @@ Configurations, all running side by side for the whole run:
 - randomchat, 2 daphnes, PostgreSQL + Redis: user A of every dialog on the first process,
   user B on the second, so every pair spans the two processes.
 
+And, for the idle pair only, a second reference: bench/floor_stored.py on two daphnes (the
+floor, but every pair stored in PostgreSQL before its 10s and the partner's 10 carried to
+its process on the commit's NOTIFY), the least a server that keeps PROTOCOL.md §5 across
+processes can do; the 2 daphnes' idle pair is also given against it.
+
 A round: a client process (asyncio `websockets`, randomchat's FrameParser) opens 2*D
 connections, each CONNECTs and SUBSCRIBEs, and reports ready; then every connection
 writes its /start at once (dialog i's two users share a language code nobody else uses,
@@ -123,10 +128,11 @@ def role_client(config: dict) -> None:
 class Config:
     """One configuration under test: its daphnes and the service processes it also uses."""
 
-    def __init__(self, label: str, servers: list[h.Daphne], services: list[int] = ()):
+    def __init__(self, label: str, servers: list[h.Daphne], services: list[int] = (), *, floor: bool = False):
         self.label = label
         self.servers = servers
         self.services = list(services)
+        self.floor = floor  # a reference: no /stop between idle pairs
         self.rounds: list[dict] = []
         self.idle: list[float] = []
 
@@ -242,8 +248,8 @@ class IdlePair:
         await self.b.close()
 
 
-async def measure_idle(configs: list[Config], floor: Config, repeats: int, seed: int) -> None:
-    pairers = [await IdlePair(c, stop=c is not floor).open() for c in configs]
+async def measure_idle(configs: list[Config], repeats: int, seed: int) -> None:
+    pairers = [await IdlePair(c, stop=not c.floor).open() for c in configs]
     for p in pairers:  # warm-up
         for _ in range(5):
             await p.pair()
@@ -257,14 +263,15 @@ async def measure_idle(configs: list[Config], floor: Config, repeats: int, seed:
         await p.close()
 
 
-def report(configs: list[Config], floor: Config, args) -> None:
+def report(configs: list[Config], floor: Config, idle_only: list[Config], args) -> None:
     ref_idle = h.median(floor.idle)
     if not args.rounds:
         print(f"\nidle pair only; load average {h.load_average()}")
-        for c in configs:
+        for c in configs + idle_only:
             idle = h.median(c.idle)
             print(f"{c.label:<50} {idle * 1e3:>7.2f} ms {idle / ref_idle:>5.2f}x  p90 "
                   f"{h.percentile(c.idle, 90) * 1e3:.2f} ms")
+        report_stored_floor(configs, idle_only)
         return
     ref_rate = h.median([r["pairs_per_s"] for r in floor.rounds])
     print(f"\n{args.dialogs} dialogs ({2 * args.dialogs} users) per rush, {args.rounds} rounds per configuration; "
@@ -295,8 +302,22 @@ def report(configs: list[Config], floor: Config, args) -> None:
     if one and two:
         print(f"  2 daphnes vs 1 on PostgreSQL + Redis: pairs/s {two['rate'] / one['rate']:.2f}x (goal >= 1), "
               f"CPU s/pair {two['cpu'] / one['cpu']:.2f}x -> {'MET' if two['rate'] >= one['rate'] else 'MISSED'}")
+    report_stored_floor(configs, idle_only)
 
 
+def report_stored_floor(configs: list[Config], idle_only: list[Config]) -> None:
+    """How far the idle pair across processes is from the least a server that stores its pairs can do."""
+    stored = next((c for c in idle_only if c.label == STORED_FLOOR), None)
+    if stored is None:
+        return
+    floor_idle = h.median(stored.idle)
+    for two in (c for c in configs if c.label.endswith(TWO_PG)):
+        two_idle = h.median(two.idle)
+        print(f"  {two.label}: idle pair {two_idle / floor_idle:.2f}x the stored floor's "
+              f"({two_idle * 1e3:.2f} vs {floor_idle * 1e3:.2f} ms, {(two_idle - floor_idle) * 1e3:.2f} ms more)")
+
+
+STORED_FLOOR = "floor stored in PostgreSQL, 2 daphnes (floor_stored.py)"
 ONE_PG = "randomchat, 1 daphne, PostgreSQL + Redis"
 TWO_PG = "randomchat, 2 daphnes, PostgreSQL + Redis"
 
@@ -330,8 +351,16 @@ def main() -> None:
         floor_server = h.Daphne(h.server_env({}), app="floor:application", name="rush-floor",
                                 pythonpath=[str(h.BENCH), str(h.REPO)]).start()
         servers.append(floor_server)
-        floor = Config("floor (bench/floor.py, in-memory)", [floor_server])
+        floor = Config("floor (bench/floor.py, in-memory)", [floor_server], floor=True)
         configs = [floor]
+        idle_only = []  # references for the idle pair alone
+        if args.only != "sqlite":
+            stored_db = h.postgres_database("bench_floor_stored")
+            env = h.server_env({}, {"FLOOR_DATABASE_URL": stored_db["DATABASE_URL"]})
+            stored = [h.Daphne(env, app="floor_stored:application", name=f"rush-floor-stored-{i}",
+                               pythonpath=[str(h.BENCH), str(h.REPO)]).start() for i in range(2)]
+            servers += stored
+            idle_only.append(Config(STORED_FLOOR, stored, floor=True))
         trees = [("", h.REPO)] + ([("before: ", args.before)] if args.before else [])
         for tag, tree in trees:
             name = f"rush{'-before' if tag else ''}"
@@ -362,7 +391,7 @@ def main() -> None:
                       f"{h.percentile(r['latencies'], 99) * 1e3:.0f} ms, CPU {r['cpu'] / max(1, r['pairs']) * 1e3:.2f} ms/pair, "
                       f"load {h.load_average()}", flush=True)
         wait_quiet(configs)
-        asyncio.run(measure_idle(configs, floor, args.idle, args.seed))
+        asyncio.run(measure_idle(configs + idle_only, args.idle, args.seed))
         for s in servers:
             errors = s.log_errors()
             if errors:
@@ -370,7 +399,7 @@ def main() -> None:
     finally:
         for s in servers:
             s.stop()
-    report(configs, floor, args)
+    report(configs, floor, idle_only, args)
 
 
 if __name__ == "__main__":

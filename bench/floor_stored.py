@@ -1,0 +1,112 @@
+"""A second floor for the idle pair across processes: bench/floor.py, but every pair is stored
+in PostgreSQL before its 10s, and the partner's 10 reaches its own process on the commit's
+NOTIFY. It is the least a server can do that keeps PROTOCOL.md §5's "every user and dialog
+stored before its 10 is sent" with the pool shared by several processes; bench/rush.py
+runs it on two daphnes, A on one and B on the other, beside the floor.
+
+Per /start, one transaction on an async psycopg connection in the event loop (no ORM, no
+validation, no thread hop), in psycopg's pipeline mode as randomchat's batch: first the
+language's lock, the oldest waiting user of the language and the newcomer's insert; then,
+when it pairs, the update of both, the dialog's insert and a NOTIFY to the partner's process;
+the commit (with its WAL flush) answers before any 10 leaves. Each process LISTENs on a
+channel of its own. One /start at a time per process: a floor for the idle pair, not for a
+rush. FLOOR_DATABASE_URL names the database (its tables are created here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+
+import psycopg
+
+from floor import FloorConsumer, ProtocolTypeRouter, URLRouter, re_path
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS floor_user (id bigserial PRIMARY KEY, channel text NOT NULL, language text NOT NULL,"
+    " process integer NOT NULL, paired boolean NOT NULL DEFAULT false)",
+    "CREATE INDEX IF NOT EXISTS floor_user_waiting ON floor_user (language, id) WHERE NOT paired",
+    "CREATE TABLE IF NOT EXISTS floor_dialog (id uuid PRIMARY KEY, first bigint NOT NULL, second bigint NOT NULL,"
+    " started_at timestamptz NOT NULL DEFAULT now())",
+)
+SCHEMA_LOCK = 7310  # two processes creating the tables at once would collide
+PROCESS = os.getpid()
+
+
+def notify_channel(process: int) -> str:
+    return f"floor_{process}"
+
+
+class _Database:
+    """This process's pairing connection, its lock, and its listener (one event loop)."""
+
+    def __init__(self) -> None:
+        self.connection: psycopg.AsyncConnection | None = None
+        self.lock = asyncio.Lock()
+        self.listener: asyncio.Task | None = None
+
+    async def ready(self) -> psycopg.AsyncConnection:
+        if self.connection is None:
+            url = os.environ["FLOOR_DATABASE_URL"]
+            connection = await psycopg.AsyncConnection.connect(url, autocommit=True)
+            await connection.execute("SELECT pg_advisory_lock(%s)", [SCHEMA_LOCK])
+            for statement in SCHEMA:
+                await connection.execute(statement)
+            await connection.execute("SELECT pg_advisory_unlock(%s)", [SCHEMA_LOCK])
+            listening = asyncio.get_running_loop().create_future()
+            self.listener = asyncio.create_task(_listen(url, listening))
+            await listening
+            self.connection = connection
+        return self.connection
+
+
+_database = _Database()
+
+
+async def _listen(url: str, listening: asyncio.Future) -> None:
+    """The 10s that pairs made on other processes carry here: `<channel> <chat>`."""
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as connection:
+        await connection.execute(f"LISTEN {notify_channel(PROCESS)}")
+        listening.set_result(None)
+        async for notify in connection.notifies():
+            channel, chat = notify.payload.split(" ")
+            await layer.send(channel, {"type": "floor.paired", "chat": chat})
+
+
+class StoredFloorConsumer(FloorConsumer):
+    async def start(self, body: bytes) -> None:
+        language = json.loads(body).get("languageCode", "")
+        connection = await _database.ready()
+        async with _database.lock:
+            async with connection.pipeline():
+                await connection.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [language])
+                oldest = await connection.execute(
+                    "SELECT id, channel, process FROM floor_user WHERE language = %s AND NOT paired ORDER BY id LIMIT 1",
+                    [language])
+                inserted = await connection.execute(
+                    "INSERT INTO floor_user (channel, language, process) VALUES (%s, %s, %s) RETURNING id",
+                    [self.channel_name, language, PROCESS])
+                partner = await oldest.fetchone()
+                [user] = await inserted.fetchone()
+                if partner is None:
+                    return
+                partner_id, partner_channel, partner_process = partner
+                chat = uuid.uuid4()
+                await connection.execute("UPDATE floor_user SET paired = true WHERE id = ANY(%s)", [[partner_id, user]])
+                await connection.execute("INSERT INTO floor_dialog (id, first, second) VALUES (%s, %s, %s)",
+                                         [chat, partner_id, user])
+                if partner_process != PROCESS:
+                    await connection.execute("SELECT pg_notify(%s, %s)",
+                                             [notify_channel(partner_process), f"{partner_channel} {chat}"])
+        # Committed (the pipeline's Sync answered): the 10s may leave.
+        await self.channel_layer.send(self.channel_name, {"type": "floor.paired", "chat": str(chat)})
+        if partner_process == PROCESS:
+            await self.channel_layer.send(partner_channel, {"type": "floor.paired", "chat": str(chat)})
+
+
+application = ProtocolTypeRouter({"websocket": URLRouter([re_path(r"^connect/?$", StoredFloorConsumer.as_asgi())])})
