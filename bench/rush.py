@@ -317,7 +317,7 @@ def report_stored_floor(configs: list[Config], idle_only: list[Config]) -> None:
               f"({two_idle * 1e3:.2f} vs {floor_idle * 1e3:.2f} ms, {(two_idle - floor_idle) * 1e3:.2f} ms more)")
 
 
-STORED_FLOOR = "floor stored in PostgreSQL, 2 daphnes (floor_stored.py)"
+STORED_FLOOR = "floor stored in PostgreSQL, 2 daphnes"
 ONE_PG = "randomchat, 1 daphne, PostgreSQL + Redis"
 TWO_PG = "randomchat, 2 daphnes, PostgreSQL + Redis"
 
