@@ -21,8 +21,10 @@ import os
 import uuid
 
 import psycopg
+from floor import FloorConsumer  # configures Django first
 
-from floor import FloorConsumer, ProtocolTypeRouter, URLRouter, re_path
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS floor_user (id bigserial PRIMARY KEY, channel text NOT NULL, language text NOT NULL,"
