@@ -14,8 +14,8 @@ Configurations, all running side by side for the whole run:
 
 And, for the idle pair only, a second reference: bench/floor_stored.py on two daphnes (the
 floor, but every pair stored in PostgreSQL before its 10s and the partner's 10 carried to
-its process on the commit's NOTIFY), the least a server that keeps PROTOCOL.md §5 across
-processes can do; the 2 daphnes' idle pair is also given against it.
+its process on the commit's NOTIFY, and little else): what keeping PROTOCOL.md §5 across
+processes costs by itself; the 2 daphnes' idle pair is also given against it.
 
 A round: a client process (asyncio `websockets`, randomchat's FrameParser) opens 2*D
 connections, each CONNECTs and SUBSCRIBEs, and reports ready; then every connection
@@ -306,7 +306,7 @@ def report(configs: list[Config], floor: Config, idle_only: list[Config], args) 
 
 
 def report_stored_floor(configs: list[Config], idle_only: list[Config]) -> None:
-    """How far the idle pair across processes is from the least a server that stores its pairs can do."""
+    """How far the idle pair across processes is from a server that only stores its pairs."""
     stored = next((c for c in idle_only if c.label == STORED_FLOOR), None)
     if stored is None:
         return
