@@ -27,8 +27,8 @@ import uuid
 import psycopg
 from floor import FloorConsumer  # configures Django first
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from django.urls import re_path  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter
+from django.urls import re_path
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS floor_user (id bigserial PRIMARY KEY, channel text NOT NULL, language text NOT NULL,"
@@ -73,7 +73,8 @@ class _Database:
 _database = _Database()
 
 
-_connections: dict[str, StoredFloorConsumer] = {}  # this process's, by channel name: a 10 is written straight to its connection
+# This process's connections by channel name: a 10 is written straight to its connection.
+_connections: dict[str, StoredFloorConsumer] = {}
 
 
 async def _listen(url: str, listening: asyncio.Future) -> None:
