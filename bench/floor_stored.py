@@ -14,6 +14,10 @@ written once the commit has answered, and PostgreSQL delivers the NOTIFY only on
 committed. Each process LISTENs on a channel of its own. One /start at a time per process:
 a floor for the idle pair, not for a rush; it pairs and nothing more (a /message reaches
 no one). FLOOR_DATABASE_URL names the database (its tables are created here).
+
+With FLOOR_ONE_FLIGHT=1 the pair is decided inside PostgreSQL instead: the lock, then one
+statement that picks the partner, stores both users and the dialog and NOTIFYs, then the
+commit, all in one round trip.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ SCHEMA = (
 )
 SCHEMA_LOCK = 7310  # two processes creating the tables at once would collide
 PROCESS = os.getpid()
+# FLOOR_ONE_FLIGHT=1: each pair decided inside PostgreSQL, in one round trip instead of two.
+ONE_FLIGHT = os.environ.get("FLOOR_ONE_FLIGHT") == "1"
 
 
 def notify_channel(process: int) -> str:
@@ -115,32 +121,64 @@ class StoredFloorConsumer(FloorConsumer):
 
     async def start(self, body: bytes) -> None:
         language = json.loads(body).get("languageCode", "")
+        chat = uuid.uuid4()
         async with _database.lock:
             connection = await _database.ready()
-            async with connection.pipeline():
-                await connection.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [language])
-                oldest = await connection.execute(
-                    "SELECT id, channel, process FROM floor_user WHERE language = %s AND NOT paired ORDER BY id LIMIT 1",
-                    [language])
-                inserted = await connection.execute(
-                    "INSERT INTO floor_user (channel, language, process) VALUES (%s, %s, %s) RETURNING id",
-                    [self.channel_name, language, PROCESS])
-                partner = await oldest.fetchone()
-                [user] = await inserted.fetchone()
-                if partner is None:
-                    return
-                partner_id, partner_channel, partner_process = partner
-                chat = uuid.uuid4()
-                await connection.execute("UPDATE floor_user SET paired = true WHERE id = ANY(%s)", [[partner_id, user]])
-                await connection.execute("INSERT INTO floor_dialog (id, first, second) VALUES (%s, %s, %s)",
-                                         [chat, partner_id, user])
-                if partner_process != PROCESS:
-                    await connection.execute("SELECT pg_notify(%s, %s)",
-                                             [notify_channel(partner_process), f"{partner_channel} {chat}"])
+            partner = await (_pair_in_one_flight if ONE_FLIGHT else _pair)(connection, self.channel_name, language, chat)
+        if partner is None:
+            return
         # Committed (the pipeline's Sync answered): the 10s may leave.
+        partner_channel, partner_process = partner
         await self.floor_paired({"chat": str(chat)})
         if partner_process == PROCESS:
             await _paired(partner_channel, str(chat))
+
+
+async def _pair(connection: psycopg.AsyncConnection, channel: str, language: str, chat: uuid.UUID) -> tuple | None:
+    """Two round trips: the pair is decided here, from the oldest waiting user read in the first."""
+    async with connection.pipeline():
+        await connection.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [language])
+        oldest = await connection.execute(
+            "SELECT id, channel, process FROM floor_user WHERE language = %s AND NOT paired ORDER BY id LIMIT 1",
+            [language])
+        inserted = await connection.execute(
+            "INSERT INTO floor_user (channel, language, process) VALUES (%s, %s, %s) RETURNING id",
+            [channel, language, PROCESS])
+        partner = await oldest.fetchone()
+        [user] = await inserted.fetchone()
+        if partner is None:
+            return None
+        partner_id, partner_channel, partner_process = partner
+        await connection.execute("UPDATE floor_user SET paired = true WHERE id = ANY(%s)", [[partner_id, user]])
+        await connection.execute("INSERT INTO floor_dialog (id, first, second) VALUES (%s, %s, %s)",
+                                 [chat, partner_id, user])
+        if partner_process != PROCESS:
+            await connection.execute("SELECT pg_notify(%s, %s)",
+                                     [notify_channel(partner_process), f"{partner_channel} {chat}"])
+    return partner_channel, partner_process
+
+
+async def _pair_in_one_flight(connection: psycopg.AsyncConnection, channel: str, language: str,
+                              chat: uuid.UUID) -> tuple | None:
+    """One round trip: the pair is decided inside PostgreSQL, by the statement that stores it
+    (after the lock's, so that it sees every batch committed before it), and read once the
+    Sync has committed it."""
+    async with connection.pipeline():
+        await connection.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [language])
+        paired = await connection.execute(
+            "WITH partner AS (SELECT id, channel, process FROM floor_user WHERE language = %(language)s AND NOT paired"
+            " ORDER BY id LIMIT 1 FOR UPDATE),"
+            " newcomer AS (INSERT INTO floor_user (channel, language, process, paired)"
+            " SELECT %(channel)s, %(language)s, %(process)s, EXISTS (SELECT 1 FROM partner) RETURNING id),"
+            " taken AS (UPDATE floor_user SET paired = true WHERE id IN (SELECT id FROM partner)),"
+            " dialog AS (INSERT INTO floor_dialog (id, first, second)"
+            " SELECT %(chat)s, partner.id, newcomer.id FROM partner, newcomer),"
+            " notified AS (SELECT pg_notify('floor_' || process, channel || ' ' || %(chat)s::text) FROM partner"
+            " WHERE process <> %(process)s)"
+            " SELECT channel, process, (SELECT count(*) FROM notified) FROM partner",
+            {"language": language, "channel": channel, "process": PROCESS, "chat": chat})
+    partner = await paired.fetchone()
+    return None if partner is None else partner[:2]
 
 
 application = ProtocolTypeRouter({"websocket": URLRouter([re_path(r"^connect/?$", StoredFloorConsumer.as_asgi())])})

@@ -15,7 +15,9 @@ Configurations, all running side by side for the whole run:
 And, for the idle pair only, a second reference: bench/floor_stored.py on two daphnes (the
 floor, but every pair stored in PostgreSQL before its 10s and the partner's 10 carried to
 its process on the commit's NOTIFY, and little else): what keeping PROTOCOL.md §5 across
-processes costs by itself; the 2 daphnes' idle pair is also given against it.
+processes costs by itself; the 2 daphnes' idle pair is also given against it. It runs twice:
+deciding each pair in its own code from what it read, in two round trips as randomchat does,
+and deciding it inside PostgreSQL, in one (FLOOR_ONE_FLIGHT).
 
 A round: a client process (asyncio `websockets`, randomchat's FrameParser) opens 2*D
 connections, each CONNECTs and SUBSCRIBEs, and reports ready; then every connection
@@ -307,14 +309,16 @@ def report(configs: list[Config], floor: Config, idle_only: list[Config], args) 
 
 def report_stored_floor(configs: list[Config], idle_only: list[Config]) -> None:
     """How far the idle pair across processes is from a server that only stores its pairs."""
-    for stored in idle_only:  # the stored floor, unless --only sqlite
+    for stored in idle_only:  # the stored floors, unless --only sqlite
         floor_idle = h.median(stored.idle)
         for two in (c for c in configs if c.label.endswith(TWO_PG)):
             two_idle = h.median(two.idle)
-            print(f"  {two.label}: idle pair {two_idle / floor_idle:.2f}x the stored floor's "
+            print(f"  {two.label}: idle pair {two_idle / floor_idle:.2f}x that of '{stored.label}' "
                   f"({two_idle * 1e3:.2f} vs {floor_idle * 1e3:.2f} ms, {(two_idle - floor_idle) * 1e3:.2f} ms more)")
 
 
+STORED = "floor stored in PostgreSQL, 2 daphnes"
+STORED_ONE_FLIGHT = "floor stored, decided in PostgreSQL, 2 daphnes"
 ONE_PG = "randomchat, 1 daphne, PostgreSQL + Redis"
 TWO_PG = "randomchat, 2 daphnes, PostgreSQL + Redis"
 
@@ -352,12 +356,14 @@ def main() -> None:
         configs = [floor]
         idle_only = []  # references for the idle pair alone
         if args.only != "sqlite":
-            stored_db = h.postgres_database("bench_floor_stored")
-            env = h.server_env({}, {"FLOOR_DATABASE_URL": stored_db["DATABASE_URL"]})
-            stored = [h.Daphne(env, app="floor_stored:application", name=f"rush-floor-stored-{i}",
-                               pythonpath=[str(h.BENCH), str(h.REPO)]).start() for i in range(2)]
-            servers += stored
-            idle_only.append(Config("floor stored in PostgreSQL, 2 daphnes", stored, floor=True))
+            for flights, label in (("2", STORED), ("1", STORED_ONE_FLIGHT)):
+                stored_db = h.postgres_database(f"bench_floor_stored{flights}")
+                env = h.server_env({}, {"FLOOR_DATABASE_URL": stored_db["DATABASE_URL"],
+                                        "FLOOR_ONE_FLIGHT": "1" if flights == "1" else "0"})
+                stored = [h.Daphne(env, app="floor_stored:application", name=f"rush-floor-stored{flights}-{i}",
+                                   pythonpath=[str(h.BENCH), str(h.REPO)]).start() for i in range(2)]
+                servers += stored
+                idle_only.append(Config(label, stored, floor=True))
         trees = [("", h.REPO)] + ([("before: ", args.before)] if args.before else [])
         for tag, tree in trees:
             name = f"rush{'-before' if tag else ''}"
