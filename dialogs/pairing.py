@@ -15,14 +15,16 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from matching import processes
 from matching.models import PoolUser, ServerProcess
 from matching.pipeline import Rows, any_of, pipelined_atomic, prepared, send, values
-from matching.selectors import pool_paired_by
-from matching.services import Entered, Entry, pool_enter_many, pool_leave_waiting
+from matching.selectors import pool_paired_by, pool_partner
+from matching.services import (
+    Entered, Entry, held_refusal, new_user, pool_enter_many, pool_enter_unheld, pool_leave_waiting,
+)
 from chat import events
 from chat.events import Notice
 from chat.refusals import Refusal
@@ -47,19 +49,27 @@ class Started:
 
 
 def dialogs_start(
-    entries: list[Entry], *, process_id=None, live_channels: Collection[str] | None = None,
+    entries: list[Entry], *, process_id=None, closed_channels: Collection[str] = (),
     with_users: Callable[[list[PoolUser]], None] | None = None,
-    before_commit: Callable[[list[Notice]], None] | None = None,
+    with_pairs: Callable[[list[PoolUser]], None] | None = None,
 ) -> list[Started | Refusal]:
     """Store every entry's user, pair who can be paired and create their dialogs, in one
-    transaction; the 10s go out once it has committed. On PostgreSQL its statements go out
-    in two flights (matching.pipeline): what pairing reads, with what `with_users` sends
-    about the batch's new users (the chat: their addresses; see pool_enter_many), then what
-    it writes, with what `before_commit` sends about the notices it made (the chat: the 10s
-    that ride on the commit)."""
+    transaction; the 10s go out once it has committed. `with_users` sends what the caller
+    stores with the batch's new users (the chat: their addresses; see pool_enter_many), and
+    `with_pairs`, given the new users that may have been paired, what it sends about their
+    stored pairs (the chat: the 10s that ride on the commit).
+
+    On PostgreSQL the statements go out in flights (matching.pipeline). A /start alone in
+    its batch, as every /start of an idle server is, has its pair decided by the statement
+    that stores it: one flight (_start_alone). A batch of several is paired here, in entry
+    order, from one read of the candidates of all: one flight for what pairing reads, a
+    second for what it writes."""
+    if len(entries) == 1 and connection.vendor == "postgresql":
+        return [_start_alone(entries[0], process_id=process_id, closed_channels=closed_channels,
+                             with_users=with_users, with_pairs=with_pairs)]
     with pipelined_atomic():
         entered = pool_enter_many(
-            entries, process_id=process_id, live_channels=live_channels,
+            entries, process_id=process_id, closed_channels=closed_channels,
             recent_partners=recent_partners([entry.channel_name for entry in entries if not entry.avoids_nobody]),
             with_users=with_users,
         )
@@ -67,14 +77,79 @@ def dialogs_start(
         dialogs = {}
         for e in pairs:
             if e.partner.pk not in dialogs:  # both sides of a pair may be in the batch
-                first, second = sorted((e.user, e.partner), key=lambda u: (u.created_at, u.pk))
+                first, second = _first_and_second(e.user, e.partner)
                 dialogs[e.user.pk] = Dialog(first=first, second=second, language=first.language,
                                             started_at=first.paired_at)
         _dialogs_insert(list(dialogs.values()))
-        started = [_started(e, dialogs) if isinstance(e, Entered) else e for e in entered]
-        if before_commit is not None:
-            before_commit([notice for s in started if isinstance(s, Started) for notice in s.notices])
-    return started
+        if with_pairs is not None and pairs:
+            with_pairs([e.user for e in pairs])
+    return [_started(e, dialogs) if isinstance(e, Entered) else e for e in entered]
+
+
+def _first_and_second(a: PoolUser, b: PoolUser) -> tuple[PoolUser, PoolUser]:
+    """A dialog's first user is the one who came first."""
+    return tuple(sorted((a, b), key=lambda u: (u.created_at, u.pk)))
+
+
+def _start_alone(
+    entry: Entry, *, process_id, closed_channels: Collection[str],
+    with_users: Callable[[list[PoolUser]], None] | None, with_pairs: Callable[[list[PoolUser]], None] | None,
+) -> Started | Refusal:
+    """A /start alone in its batch, on PostgreSQL, in one round trip: its held check and
+    insert, then one statement that picks its partner (matching.selectors.pool_partner, the
+    rule of pool_enter_many in SQL), marks both paired and stores their dialog; all of it
+    read once the Sync has committed. Deciding from a read of the pool, as a batch of several
+    does, takes a second round trip, which an idle pair across processes waits for (~1 ms
+    on the development VM; bench/README.md, "Deciding a lone pair inside PostgreSQL")."""
+    now = timezone.now()
+    user = new_user(entry, now)
+    paired_at = now + timedelta(microseconds=1)
+    avoid = ("", []) if entry.avoids_nobody else _recent_partners_of(entry.channel_name)
+    partner, partner_params = pool_partner(user, process_id=process_id, closed_channels=closed_channels,
+                                           stale_before=processes.stale_before(), avoid=avoid)
+    dialog = Dialog(first=user, second=user, language=user.language, started_at=paired_at)
+    rows, dialog_params = values(_DIALOG_FIELDS, [dialog])
+    # The dialog as stored: its id only once both users are paired (else NULL: the insert,
+    # and the transaction with it, fails), and its first user the earlier one (_first_and_second).
+    earlier = "(partner.created_at, partner.id) < (%s::timestamptz, %s::uuid)"
+    columns, column_params = [], []
+    for index, dialog_field in enumerate(_DIALOG_FIELDS, 1):
+        if dialog_field.primary_key:
+            columns.append(f"CASE WHEN (SELECT count(*) FROM paired) = 2 THEN v.column{index} END")
+        elif dialog_field.name in ("first", "second"):
+            partner_side = "partner.id" if dialog_field.name == "first" else f"v.column{index}"
+            user_side = f"v.column{index}" if dialog_field.name == "first" else "partner.id"
+            columns.append(f"CASE WHEN {earlier} THEN {partner_side} ELSE {user_side} END")
+            column_params += [user.created_at, user.pk]
+        else:
+            columns.append(f"v.column{index}")
+    with pipelined_atomic():
+        held = pool_enter_unheld([user], {user.language})
+        if with_users is not None:
+            with_users([user])
+        paired = Rows(
+            f"WITH partner AS ({partner}),"
+            f" paired AS (UPDATE {_USER} SET status = %s, paired_at = %s WHERE status = %s"
+            f" AND id IN (SELECT id FROM partner UNION ALL SELECT %s FROM partner) RETURNING id),"
+            f" dialog AS (INSERT INTO {_DIALOG} ({_DIALOG_COLUMNS}) SELECT {', '.join(columns)}"
+            f" FROM {rows} AS v, partner)"
+            f" SELECT {_USER_COLUMNS} FROM partner",
+            [*partner_params, Status.PAIRED, paired_at, Status.WAITING, user.pk, *column_params, *dialog_params],
+        )
+        if with_pairs is not None:
+            with_pairs([user])
+    refusal = held_refusal(dict(held.all()).get(entry.channel_name))
+    if refusal is not None:
+        return refusal
+    found = paired.all()
+    if not found:
+        return Started(user.pk)
+    partner_user = PoolUser.from_db(connection.alias, _USER_ATTNAMES, found[0])
+    user.status = partner_user.status = Status.PAIRED
+    user.paired_at = partner_user.paired_at = paired_at
+    first, second = _first_and_second(user, partner_user)
+    dialog.first, dialog.second = first, second
+    return _started(Entered(user, partner_user), {user.pk: dialog})
 
 
 _DIALOG = Dialog._meta.db_table
@@ -82,6 +157,8 @@ _USER = PoolUser._meta.db_table
 _DIALOG_FIELDS = Dialog._meta.concrete_fields
 _DIALOG_COLUMNS = ", ".join(field.column for field in _DIALOG_FIELDS)
 _DIALOG_VALUES = ", ".join(f"v.column{index}" for index in range(2, len(_DIALOG_FIELDS) + 1))
+_USER_ATTNAMES = [field.attname for field in PoolUser._meta.concrete_fields]
+_USER_COLUMNS = ", ".join(field.column for field in PoolUser._meta.concrete_fields)
 
 
 def _dialogs_insert(dialogs: list[Dialog]) -> None:
@@ -123,6 +200,18 @@ def recent_partners(channels: list[str]) -> Callable[[], dict[str, set[str]]]:
     return read
 
 
+def _recent_partners_of(channel: str) -> tuple[str, list]:
+    """recent_partners of one connection, as a SELECT of their channels."""
+    window = settings.RANDOMCHAT_REMATCH_WINDOW
+    if not window:
+        return "", []
+    since = timezone.now() - timedelta(seconds=window)
+    return (f"SELECT o.channel_name FROM {_USER} AS u JOIN {_DIALOG} AS d ON u.id IN (d.first_id, d.second_id)"
+            f" JOIN {_USER} AS o ON o.id = CASE WHEN d.first_id = u.id THEN d.second_id ELSE d.first_id END"
+            " WHERE u.channel_name = %s AND d.status = %s AND d.ended_at >= %s",
+            [channel, Dialog.Status.ENDED, since])
+
+
 def _started(entered: Entered, dialogs: dict) -> Started:
     dialog = dialogs.get(entered.user.pk)
     if dialog is None:  # it waits, or its partner made the dialog and sends the 10s
@@ -148,12 +237,13 @@ def partner_card(partner: PoolUser) -> dict:
     return {"name": partner.name, "languageCode": partner.language, "userAttributes": partner.attributes}
 
 
+def paired_message(chat, recipient_id, partner: dict) -> dict:
+    """A 10: the dialog `chat` began, for its user `recipient_id`, with the partner of that card."""
+    return events.chat_event(events.PAIRED, chat, sender=recipient_id, service={"partner": partner})
+
+
 def _paired(dialog: Dialog, recipient: PoolUser, partner: PoolUser) -> Notice:
-    service = {"partner": partner_card(partner)}
-    return Notice(
-        channel=recipient.channel_name,
-        message=events.chat_event(events.PAIRED, dialog.pk, sender=recipient.pk, service=service),
-    )
+    return Notice(channel=recipient.channel_name, message=paired_message(dialog.pk, recipient.pk, partner_card(partner)))
 
 
 def _leave(user_filter: dict, reason: str) -> list[Notice]:

@@ -4,8 +4,9 @@ A pairing batch's first statements (the rematch look-up, the held check with its
 the insert, the candidate read) all have their parameters before any of them answers, and
 so do its last (the update, the dialogs' insert). In psycopg's pipeline mode each group is
 sent at once and answers in one round trip, where each statement used to wait for its
-own: an idle pair's transaction went from nine round trips to two. The server still runs
-them one after another, in order. On SQLite a statement costs no round trip, and they
+own: a batch's transaction went from nine round trips to two, and a lone /start's, whose
+pair the database decides (dialogs.pairing), to one. The server still runs them one after
+another, in order, each seeing what the ones before it wrote. On SQLite a statement costs no round trip, and they
 simply run in turn.
 """
 

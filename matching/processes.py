@@ -154,8 +154,12 @@ PRESENCE_KEY = "(('x' || left(replace({}::text, '-', ''), 16))::bit(64) >> 1)::b
 def process_alive(process: ServerProcess, *, present: bool) -> bool:
     """Whether pairing may count on `process`'s connections: its heartbeat is fresh, on this
     host its pid runs, and it holds its presence lock (`present`; always, on SQLite)."""
-    stale = timezone.now() - timedelta(seconds=settings.RANDOMCHAT_PROCESS_TIMEOUT)
-    return present and process.last_seen >= stale and not _gone_here(process)
+    return present and process.last_seen >= stale_before() and not _gone_here(process)
+
+
+def stale_before():
+    """A process that has not beaten since is dead."""
+    return timezone.now() - timedelta(seconds=settings.RANDOMCHAT_PROCESS_TIMEOUT)
 
 
 def processes_alive() -> set:

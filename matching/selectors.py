@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from django.db import connection
 from django.db.models import BooleanField, QuerySet
@@ -97,6 +97,31 @@ def pool_candidates_many(wanted: Sequence[tuple[PoolUser, int]]) -> Callable[[],
         return found
 
     return read
+
+
+def pool_partner(user: PoolUser, *, process_id, closed_channels: Collection[str], stale_before,
+                 avoid: tuple[str, list] = ("", [])) -> tuple[str, list]:
+    """The longest-waiting compatible user for `user` that a connection of this process
+    (`process_id`) can be paired with, as the body of a CTE, and its parameters: pairing
+    decided inside PostgreSQL (dialogs.pairing, a /start alone in its batch). What
+    services.Reachable asks of each candidate, in SQL: a user of this process whose
+    connection is not among `closed_channels`, or of a process that holds its presence lock
+    and beat since `stale_before`; not one whose channel is among the rows of the SELECT
+    `avoid` (no rematch); none unless `user` is stored (its connection held no other);
+    locked, skipping rows another transaction holds."""
+    table, process = PoolUser._meta.db_table, ServerProcess._meta.db_table
+    rule, values = _bound(user)
+    avoid_sql, avoid_params = avoid
+    return (
+        f"SELECT * FROM {table} AS c WHERE {rule} AND c.id <> %s"
+        f" AND EXISTS (SELECT 1 FROM {table} AS n WHERE n.id = %s)"
+        " AND (c.process_id = %s AND c.channel_name <> ALL(%s)"
+        f" OR c.process_id IS DISTINCT FROM %s AND EXISTS (SELECT 1 FROM {process} AS p WHERE p.id = c.process_id"
+        f" AND p.last_seen >= %s AND {HELD_ELSEWHERE.format(PRESENCE_KEY.format('p.id'))}))"
+        f"{f' AND c.channel_name NOT IN ({avoid_sql})' if avoid_sql else ''}"
+        f" {_ORDER} LIMIT 1 FOR UPDATE SKIP LOCKED",
+        [*values, user.pk, user.pk, process_id, list(closed_channels), process_id, stale_before, *avoid_params],
+    )
 
 
 def pool_paired_by(users: Sequence[PoolUser], paired_at) -> tuple[str, list]:

@@ -83,23 +83,23 @@ def user_fields(request: StartRequest) -> dict:
 class Reachable:
     """Whether a waiting user's connection can take a pair now, without asking it.
 
-    A connection of this process: it is open (`live_channels`; None when the caller holds
-    no connections to check, as in tools and service tests). A connection of another
+    A connection of this process: it has not closed (`closed_channels`: those of its
+    connections that closed while they may still hold a user). A connection of another
     process: that process is alive (matching.processes.process_alive), as the candidate
     read brought it along, else as processes_alive reads it once per batch. A user whose
     process was forgotten (released as dead) is never reachable.
     """
 
-    def __init__(self, process_id: uuid.UUID | None, live_channels: Collection[str] | None):
+    def __init__(self, process_id: uuid.UUID | None, closed_channels: Collection[str]):
         self.process_id = process_id
-        self.live_channels = live_channels
+        self.closed_channels = closed_channels
         self._alive: set | None = None
 
     def __call__(self, user: PoolUser) -> bool:
         if user.process_id is None:
             return False
         if user.process_id == self.process_id:
-            return self.live_channels is None or user.channel_name in self.live_channels
+            return user.channel_name not in self.closed_channels
         present = getattr(user, "process_present", None)
         if present is not None:
             process = ServerProcess(pk=user.process_id, hostname=user.process_hostname, pid=user.process_pid,
@@ -110,7 +110,7 @@ class Reachable:
         return user.process_id in self._alive
 
 
-def _enter_unheld(users: list[PoolUser], languages: set[str]) -> Rows:
+def pool_enter_unheld(users: list[PoolUser], languages: set[str]) -> Rows:
     """Store each user unless its connection already holds one, and return the status of
     the user each of those connections holds.
 
@@ -190,11 +190,17 @@ def _candidates_read(users: list[PoolUser]) -> Callable[[], dict[tuple, tuple[li
     return lambda: {key: (rows, len(rows) < limit) for (key, (_, limit)), rows in zip(wanted.items(), read())}
 
 
+def new_user(entry: Entry, created_at) -> PoolUser:
+    """The user a /start stores, not yet saved."""
+    return PoolUser(**user_fields(entry.request), **entry.resume_fields(), channel_name=entry.channel_name,
+                    process_id=entry.process_id, created_at=created_at)
+
+
 def pool_enter_many(
     entries: Sequence[Entry],
     *,
     process_id=None,
-    live_channels: Collection[str] | None = None,
+    closed_channels: Collection[str] = (),
     recent_partners: Callable[[], Mapping[str, Collection[str]]] = dict,
     with_users: Callable[[list[PoolUser]], None] | None = None,
 ) -> list[Entered | Refusal]:
@@ -214,12 +220,9 @@ def pool_enter_many(
     for entry in entries:
         if entry.channel_name not in fresh:
             # Distinct times keep the batch's own order for "longest waiting first".
-            fresh[entry.channel_name] = PoolUser(
-                **user_fields(entry.request), **entry.resume_fields(), channel_name=entry.channel_name,
-                process_id=entry.process_id, created_at=now + timedelta(microseconds=len(fresh)),
-            )
+            fresh[entry.channel_name] = new_user(entry, now + timedelta(microseconds=len(fresh)))
     users = list(fresh.values())
-    held_rows = _enter_unheld(users, {entry.request.language for entry in entries})
+    held_rows = pool_enter_unheld(users, {entry.request.language for entry in entries})
     read = _candidates_read(users)
     if with_users is not None:
         with_users(users)
@@ -231,7 +234,7 @@ def pool_enter_many(
         results.append(Entered(user) if refusal is None else refusal)
     entered = [r.user for r in results if isinstance(r, Entered)]
     partners = _pair(
-        entered, Reachable(process_id, live_channels), recent_partners(), read(),
+        entered, Reachable(process_id, closed_channels), recent_partners(), read(),
         paired_at=now + timedelta(microseconds=len(users)),
     )
     return [Entered(r.user, partners.get(r.user.pk)) if isinstance(r, Entered) else r for r in results]

@@ -29,8 +29,8 @@ from moderation.services import address_banned, addresses_store, report_take
 
 from . import metrics
 from .batching import Batch
-from .pair_notify import notify_send
-from .process import current_process, grace_end_later, live_addresses, live_channels
+from .pair_notify import notify_pairs
+from .process import closing_channels, current_process, grace_end_later, live_addresses, live_channels
 from .ratelimit import TokenBucket
 from .stomp.frames import Frame
 from .stomp_consumer import CLOSE_POLICY, ProtocolError, StompConsumer
@@ -44,22 +44,22 @@ def starts_write(entries: list[Entry]) -> list:
     """A pairing batch (dialogs_start), whose transaction also stores the hashed address of
     each connection whose user it stored, and carries the 10s for other processes' connections
     that it can (randomchat.pair_notify): those are left out of the notices returned."""
-    ridden = list  # once committed: the notices that rode on the commit
+    ridden = set  # once committed: the channels whose 10 rode on the commit
 
     def with_users(users) -> None:
         addresses_store([(u.pk, live_addresses[u.channel_name]) for u in users if u.channel_name in live_addresses])
 
-    def before_commit(notices) -> None:
+    def with_pairs(users) -> None:
         nonlocal ridden
-        ridden = notify_send(notices)
+        ridden = notify_pairs(users)
 
-    started = dialogs_start(entries, process_id=entries[0].process_id, live_channels=live_channels,
-                            with_users=with_users, before_commit=before_commit)
-    gone = {id(notice) for notice in ridden()}
+    started = dialogs_start(entries, process_id=entries[0].process_id, closed_channels=closing_channels,
+                            with_users=with_users, with_pairs=with_pairs)
+    gone = ridden()
     if gone:
         for result in started:
             if isinstance(result, Started):
-                result.notices = [notice for notice in result.notices if id(notice) not in gone]
+                result.notices = [notice for notice in result.notices if notice.channel not in gone]
     return started
 
 
@@ -122,7 +122,8 @@ class ChatConsumer(StompConsumer):
         logger.info("event=connect session=%s", self.session_id)
 
     async def disconnect(self, code: int) -> None:
-        live_channels.discard(self.channel_name)  # from now on nobody is paired with it
+        live_channels.discard(self.channel_name)
+        closing_channels.add(self.channel_name)  # from now on nobody is paired with it
         live_addresses.pop(self.channel_name, None)
         # Dropped: the socket closed under it, or its heart-beats stopped; not a DISCONNECT,
         # nor a close of the server's own.
@@ -131,11 +132,13 @@ class ChatConsumer(StompConsumer):
         metrics.OPEN_CONNECTIONS.dec()
         self._cancel_gap_timer()
         if dropped and self.resume_grace and self.dialog_id is not None and await self.detach():
+            closing_channels.discard(self.channel_name)  # its user is in a dialog, not in the pool
             return
         try:
             notices = await database_sync_to_async(user_leave)(
                 channel_name=self.channel_name, reason=self.drop_reason or "disconnect"
             )
+            closing_channels.discard(self.channel_name)
             await self.publish(notices)
         except Exception:
             # The process's heartbeat loop releases the user once the database is back.

@@ -42,7 +42,6 @@ trips on a send and ~4 more on a receive, which capped a process at ~500 events/
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import logging
 import time
@@ -57,7 +56,6 @@ from chat.notify import LAYER_UNAVAILABLE, Backoff
 logger = logging.getLogger(__name__)
 
 CONSUMER_PREFIX = "specific."
-NOTIFY_PAYLOAD_MAX = 7999  # bytes: PostgreSQL's limit on a NOTIFY payload
 
 # KEYS[1]: the channel's key; ARGV: score (the send time), expiry, capacity, message.
 SEND_SCRIPT = AsyncScript(
@@ -258,16 +256,19 @@ class RedisChannelLayer(BaseRedisChannelLayer):
                 continue
             targets = targets if isinstance(targets, list) else [targets]  # a list from group_send
             for channel in targets:
-                copy = message if len(targets) == 1 else dict(message)
-                capacity = self.get_capacity(channel)
-                mailbox = local.mailboxes.get(channel)
-                if mailbox is None:
-                    waiting = self.unclaimed.setdefault(channel, collections.deque(maxlen=capacity))
-                    waiting.append((time.time() + self.expiry, copy))
-                elif not mailbox.put(copy, capacity):
-                    logger.warning("event=layer_message_dropped channel=%s reason=over_capacity", channel)
+                self.put(local, channel, message if len(targets) == 1 else dict(message))
 
-    # Pairs notified (randomchat.pair_notify): a message that a database transaction carries,
+    def put(self, local: LoopChannels, channel: str, message: dict) -> None:
+        """Into the channel's mailbox, or kept for its consumer until the layer's expiry."""
+        capacity = self.get_capacity(channel)
+        mailbox = local.mailboxes.get(channel)
+        if mailbox is None:
+            waiting = self.unclaimed.setdefault(channel, collections.deque(maxlen=capacity))
+            waiting.append((time.time() + self.expiry, message))
+        elif not mailbox.put(message, capacity):
+            logger.warning("event=layer_message_dropped channel=%s reason=over_capacity", channel)
+
+    # Pairs notified (randomchat.pair_notify): a pair's 10 that a database transaction carries,
     # as a NOTIFY, to the process of its consumer, instead of the layer.
 
     def notify_channel(self, client_prefix: str | None = None) -> str:
@@ -275,28 +276,17 @@ class RedisChannelLayer(BaseRedisChannelLayer):
         return f"{self.prefix}.{client_prefix or self.client_prefix}"
 
     def listen_key(self, client_prefix: str | None = None) -> int:
-        """The advisory lock that process holds while it listens: 63 bits of its random prefix."""
-        return int(client_prefix or self.client_prefix, 16) >> 65
+        """The advisory lock that process holds while it listens: 63 bits of the second half of
+        its random prefix (LISTEN_KEY in SQL). The first half was the key of the previous NOTIFY
+        format (a serialized layer message): a process of that version holds another key, and
+        its 10s go through Redis, as it sends those of others."""
+        return int((client_prefix or self.client_prefix)[16:32], 16) >> 1
 
-    def notify_payload(self, channel: str, message: dict) -> tuple[str, int, str] | None:
-        """For a consumer of another process: its NOTIFY channel, its listen key, and the
-        message as a payload in this layer's format. None for a channel of this process, not
-        a consumer's, or a message too large for a NOTIFY."""
-        if not channel.startswith(CONSUMER_PREFIX) or "!" not in channel:
-            return None
-        client = self.non_local_name(channel)[len(CONSUMER_PREFIX):-1]
-        if client == self.client_prefix:
-            return None
-        payload = base64.b64encode(self.serialize({**message, "__asgi_channel__": channel})).decode()
-        if len(payload) > NOTIFY_PAYLOAD_MAX:
-            return None
-        return self.notify_channel(client), self.listen_key(client), payload
-
-    def deliver_notified(self, payload: str) -> None:
+    def deliver_notified(self, channel: str, message: dict) -> None:
         """A message a commit carried here, as the reader delivers what it takes from Redis."""
         local = self.loops.get(asyncio.get_running_loop())
         if local is not None:
-            self.deliver(local, [base64.b64decode(payload)])
+            self.put(local, channel, message)
 
     def sweep(self, local: LoopChannels, now: float) -> None:
         """Forget consumers silent for `stale_after` and unclaimed messages past their expiry."""

@@ -6,6 +6,10 @@ two processes (bench/README.md, "The idle pair across processes"). A NOTIFY sent
 pairing's transaction is delivered by PostgreSQL itself as the transaction commits, and
 never if it rolls back, so a 10 still follows its stored dialog.
 
+The NOTIFY carries the pair as the database has it (the dialog, the partner, the newcomer's
+card, as JSON), and the listening process builds the 10: so the statement that stores a
+pair can also notify it, whoever decided the pair (dialogs.pairing).
+
 Each process LISTENs on a connection of its own, which holds the process's listen lock (a
 session advisory lock) from its LISTEN on. The pairing's statement notifies only the
 processes whose lock is held as it runs; the 10s of the others (an older version, a
@@ -21,6 +25,7 @@ connection more per process, which needs a session-mode pooler, as the pairing b
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections.abc import Callable, Collection
@@ -32,10 +37,11 @@ from django.conf import settings
 from django.db import connection
 from psycopg import sql
 
-from chat.events import Notice
 from chat.loops import PerLoop, spawn
 from chat.notify import Backoff, send_notices
-from dialogs.pairing import pairs_again
+from dialogs.models import Dialog
+from dialogs.pairing import paired_message, pairs_again, partner_card
+from matching.models import PoolUser
 from matching.pipeline import Rows
 from matching.processes import HELD_ELSEWHERE
 
@@ -54,27 +60,50 @@ def conninfo() -> dict:
 
 
 def enabled(layer) -> bool:
-    return settings.RANDOMCHAT_PAIR_NOTIFY and connection.vendor == "postgresql" and hasattr(layer, "notify_payload")
+    return settings.RANDOMCHAT_PAIR_NOTIFY and connection.vendor == "postgresql" and hasattr(layer, "deliver_notified")
 
 
-def notify_send(notices: list[Notice]) -> Callable[[], list[Notice]]:
-    """In the caller's transaction, a NOTIFY for each notice to a consumer of a process that
-    listens; returns the function that tells, once the transaction committed, which of
-    `notices` rode on it."""
+# A consumer's channel on randomchat's layer is `specific.<its process's client prefix>!...`;
+# the prefix is 32 hex digits, which CLIENT_OF takes (else NULL), and LISTEN_KEY is the listen
+# key of a prefix (RedisChannelLayer.listen_key).
+CLIENT_OF = "substring({} from '^specific\\.([0-9a-f]{{32}})!')"
+LISTEN_KEY = "(('x' || substr({}, 17, 16))::bit(64) >> 1)::bigint"
+
+
+def notify_pairs(users: list[PoolUser]) -> Callable[[], set[str]]:
+    """In the caller's transaction, after its dialogs: a NOTIFY, for each active dialog of
+    these new users, to their partner when it is a consumer of another process that listens,
+    carrying what that process needs to build the partner's 10 (the dialog, the partner and
+    the new user's card); returns the function that tells, once the transaction committed,
+    which channels had their 10 ride on it."""
     layer = get_channel_layer()
-    if not enabled(layer):
-        return list
-    notified = [(index, *payload) for index, notice in enumerate(notices)
-                if (payload := layer.notify_payload(notice.channel, notice.message)) is not None]
-    if not notified:
-        return list
-    indexes, channels, keys, payloads = (list(column) for column in zip(*notified))
+    if not enabled(layer) or not users:
+        return set
+    client = CLIENT_OF.format("r.channel_name")
     ridden = Rows(
-        "SELECT n.i, pg_notify(n.c, n.p) FROM unnest(%s::int[], %s::text[], %s::bigint[], %s::text[]) AS n(i, c, k, p)"
-        f" WHERE {HELD_ELSEWHERE.format('n.k')}",
-        [indexes, channels, keys, payloads],
+        f"SELECT r.channel_name, pg_notify(%s || '.' || {client}, json_build_object("
+        "'chat', d.id, 'channel', r.channel_name, 'sender', r.id, 'partner', n.card::json)::text)"
+        " FROM unnest(%s::uuid[], %s::text[]) AS n(id, card)"
+        f" JOIN {Dialog._meta.db_table} AS d ON d.status = %s AND n.id IN (d.first_id, d.second_id)"
+        f" JOIN {PoolUser._meta.db_table} AS r ON r.id = CASE WHEN d.first_id = n.id THEN d.second_id ELSE d.first_id END"
+        # In this order: a channel of another process first, then whether that process listens.
+        f" WHERE CASE WHEN {client} <> %s THEN {HELD_ELSEWHERE.format(LISTEN_KEY.format(client))} ELSE false END",
+        [layer.prefix, [user.pk for user in users], [json.dumps(partner_card(user)) for user in users],
+         Dialog.Status.ACTIVE, layer.client_prefix],
     )
-    return lambda: [notices[index] for index, _ in ridden.all()]
+    return lambda: {channel for channel, _ in ridden.all()}
+
+
+def deliver(layer, payload: str) -> None:
+    """The 10 a NOTIFY carried here, to its consumer. One that cannot be read is logged and
+    dropped: the listener goes on with the others."""
+    try:
+        pair = json.loads(payload)
+        channel, message = pair["channel"], paired_message(pair["chat"], pair["sender"], pair["partner"])
+    except (ValueError, TypeError, KeyError):
+        logger.exception("event=pair_notify_unreadable")
+        return
+    layer.deliver_notified(channel, message)
 
 
 class _Listener:
@@ -112,7 +141,7 @@ async def _listen(layer, live_channels: Collection[str]) -> None:
                     failing = False
                     backoff.reset()
                 async for notify in conn.notifies():
-                    layer.deliver_notified(notify.payload)
+                    deliver(layer, notify.payload)
                     metrics.PAIRS_NOTIFIED.inc()
         except Exception as exc:  # noqa: BLE001 - the listener must outlive any failure
             if not failing:

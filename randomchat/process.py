@@ -25,6 +25,10 @@ logger = logging.getLogger(__name__)
 
 live_channels: set[str] = set()
 """Channel names of this process's open connections."""
+closing_channels: set[str] = set()
+"""Channel names of this process's connections that closed while they may still hold a user
+(their leave has not committed; the heartbeat's reconcile releases it if the leave failed):
+pairing skips their users."""
 live_addresses: dict[str, str] = {}
 """The hashed address of each open connection, by channel name (moderation bans)."""
 
@@ -93,7 +97,9 @@ async def beat_once(process, layer, watch: HeartbeatWatch) -> None:
     for gone_process in released:
         logger.info("process released id=%s host=%s pid=%s", gone_process.pk, gone_process.hostname, gone_process.pid)
     notices += released_notices
+    closed = set(closing_channels)
     notices += await in_own_thread(pairing.process_reconcile)(process, set(live_channels))
+    closing_channels.difference_update(closed)  # their users, if any, were released
     if settings.RANDOMCHAT_MAX_WAIT:
         notices += await in_own_thread(pool_timeout)(process_id=process.pk, max_wait=settings.RANDOMCHAT_MAX_WAIT)
     notices += await graces_expire()

@@ -214,11 +214,48 @@ async def test_claimed_user_whose_connection_is_gone_is_not_paired(chat):
     assert await count(Dialog) == 0
 
 
+async def test_a_connection_whose_leave_failed_is_not_paired_until_the_heartbeat_releases_it(chat, layer, monkeypatch):
+    from randomchat import consumers
+    from randomchat.process import closing_channels
+
+    a = await chat()
+    await a.start()
+    [waiting] = await user_of(Status.WAITING)
+
+    def leave_fails(**kwargs):
+        raise RuntimeError("the database is away")
+
+    monkeypatch.setattr(consumers, "user_leave", leave_fails)
+    await a.close()
+    monkeypatch.undo()
+    assert waiting.channel_name in closing_channels
+    b = await chat()
+    await b.start()  # `a` waited, compatible, but its connection closed
+    await b.expect_nothing(0.5)
+    assert (await user(waiting.pk)).status == Status.WAITING
+    await reconcile(layer)
+    assert (await user(waiting.pk)).status == Status.GONE
+    assert waiting.channel_name not in closing_channels
+
+
+async def test_a_connection_that_left_is_forgotten(chat):
+    from randomchat.process import closing_channels
+
+    a = await chat()
+    await a.start()
+    [waiting] = await user_of(Status.WAITING)
+    await a.close()
+    assert (await user(waiting.pk)).status == Status.GONE
+    assert waiting.channel_name not in closing_channels
+
+
 async def store_unresponsive_user(channel: str, **fields) -> uuid.UUID:
-    """A waiting user of this process whose connection is lost: no consumer holds its channel."""
-    from randomchat.process import current_process
+    """A waiting user of this process whose connection is lost: no consumer holds its channel,
+    which closed and whose leave did not commit (the database failed it, say)."""
+    from randomchat.process import closing_channels, current_process
 
     process = await current_process()
+    closing_channels.add(channel)
 
     @database_sync_to_async
     def store():

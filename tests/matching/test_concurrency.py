@@ -1,7 +1,8 @@
 """Pairing batches written from many threads at once, on the real database.
 
 Each worker thread plays one process's group commit: it enters its share of the crowd in
-batches of a few /starts, concurrently with the others.
+batches of a few /starts, or one at a time (on PostgreSQL, each paired inside the statement
+that stores it: dialogs.pairing), concurrently with the others.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from tests.support.factories import entry, start_many, this_process
 
 CROWD = 200
 WORKERS = 12  # below PostgreSQL's default max_connections, with room for other sessions
-BATCH = 5
+BATCHES = pytest.mark.parametrize("batch", [1, 5], ids=["alone", "in_batches"])
 
 
-def run_crowd(entries: list[tuple[str, dict]]) -> Counter:
+def run_crowd(entries: list[tuple[str, dict]], batch: int) -> Counter:
     """Enter every (channel, body) at once, in batches from WORKERS threads; count the events."""
     this_process()  # stored once, before the threads race to create it
     events = Counter()
@@ -33,8 +34,8 @@ def run_crowd(entries: list[tuple[str, dict]]) -> Counter:
     def enter_at_once(share):
         try:
             barrier.wait()
-            for i in range(0, len(share), BATCH):
-                for result in start_many([entry(channel, data) for channel, data in share[i:i + BATCH]]):
+            for i in range(0, len(share), batch):
+                for result in start_many([entry(channel, data) for channel, data in share[i:i + batch]]):
                     assert not isinstance(result, Exception), result
                     with lock:
                         events.update(n.message["code"] for n in result.notices)
@@ -47,8 +48,9 @@ def run_crowd(entries: list[tuple[str, dict]]) -> Counter:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_crowd__two_hundred_enter_at_once__exactly_one_hundred_dialogs():
-    events = run_crowd([(f"crowd.{i}", {}) for i in range(CROWD)])
+@BATCHES
+def test_crowd__two_hundred_enter_at_once__exactly_one_hundred_dialogs(batch):
+    events = run_crowd([(f"crowd.{i}", {}) for i in range(CROWD)], batch)
     assert Dialog.objects.count() == CROWD // 2
     per_user = Counter()
     for first, second in Dialog.objects.values_list("first_id", "second_id"):
@@ -61,7 +63,8 @@ def test_crowd__two_hundred_enter_at_once__exactly_one_hundred_dialogs():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_crowd__mixed_languages_and_targets__only_compatible_pairs():
+@BATCHES
+def test_crowd__mixed_languages_and_targets__only_compatible_pairs(batch):
     from .strategies import reference_compatible
 
     shapes = [
@@ -73,7 +76,7 @@ def test_crowd__mixed_languages_and_targets__only_compatible_pairs():
     # 21 of the first shape, 20 of each other: one user is left without a partner.
     entries = [(f"mixed.{i}", shapes[i % len(shapes)]) for i in range(81)]
     body_of = dict(entries)
-    run_crowd(entries)
+    run_crowd(entries, batch)
     users = {u.pk: u for u in PoolUser.objects.all()}
     paired = set()
     for first, second in Dialog.objects.values_list("first_id", "second_id"):

@@ -20,7 +20,7 @@ from chat.requests import DialogRequest
 from dialogs.services import dialog_stop
 from matching.models import PoolUser
 
-from tests.support.factories import dialog_of, pool_user, start, this_process
+from tests.support.factories import ALONE_OR_IN_A_BATCH, dialog_of, pool_user, this_process
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -100,18 +100,20 @@ def hold(*pks):
     return let_go
 
 
-def test_a_batch_skips_a_waiting_user_that_is_leaving():
+@ALONE_OR_IN_A_BATCH
+def test_a_batch_skips_a_waiting_user_that_is_leaving(starter):
     # The leave holds the waiting user's row: the batch neither waits for it nor pairs it.
     leaving = pool_user({}, channel_name="chan.leaving", process=this_process())
     let_go = hold(leaving.pk)
-    result = Call(start, channel="chan.new")
+    result = Call(starter, channel="chan.new")
     result.start()
     started = result.outcome()
     let_go()
     assert dialog_of(started.user_id) is None
 
 
-def test_a_batch_waits_for_the_batch_before_it_in_its_language_and_then_sees_its_users():
+@ALONE_OR_IN_A_BATCH
+def test_a_batch_waits_for_the_batch_before_it_in_its_language_and_then_sees_its_users(starter):
     # The batch before it (another process) holds the language and has stored a waiting
     # user, not yet committed: the next batch must wait for it, then pair with that user.
     this_process()
@@ -130,7 +132,7 @@ def test_a_batch_waits_for_the_batch_before_it_in_its_language_and_then_sees_its
     holder = Call(earlier_batch)
     holder.start()
     assert ready.wait(10)
-    result = Call(start, channel="chan.new")
+    result = Call(starter, channel="chan.new")
     result.start()
     until_blocked(1)
     release.set()
@@ -156,7 +158,8 @@ def test_dialog_is_stopped_while_the_partner_disconnects():
     assert set(PoolUser.objects.values_list("status", flat=True)) == {Status.ENDED}
 
 
-def test_leave_while_a_batch_pairs_the_user_ends_the_new_dialog():
+@ALONE_OR_IN_A_BATCH
+def test_leave_while_a_batch_pairs_the_user_ends_the_new_dialog(starter):
     # The leave finds the user waiting, then finds it paired once the batch has committed:
     # it looks again, now with the dialog, and ends that dialog for the partner.
     waiting = pool_user({}, channel_name="chan.waiting", process=this_process())
@@ -164,7 +167,7 @@ def test_leave_while_a_batch_pairs_the_user_ends_the_new_dialog():
 
     def pair_slowly():
         with transaction.atomic():
-            start("chan.new")
+            starter("chan.new")
             paired.set()
             release.wait(15)
         connection.close()

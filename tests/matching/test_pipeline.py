@@ -4,13 +4,16 @@ Sync commits: these tests fail if a statement of the batch commits before the re
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from django.db import connection
 
 from dialogs import pairing
+from dialogs.models import Dialog
 from matching import selectors
 from matching.models import PoolUser
-from tests.support.factories import dialog_of, start
+from tests.support.factories import dialog_of, entry, start, start_in_a_batch, this_process
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,7 +40,7 @@ def test_a_batch_that_fails_after_its_insert_stores_nothing(monkeypatch, outside
 
     monkeypatch.setattr(pairing, "_dialogs_insert", broken)
     with pytest.raises(RuntimeError):
-        start("chan.new")
+        start_in_a_batch("chan.new")
     assert not PoolUser.objects.filter(channel_name="chan.new").exists()
     assert PoolUser.objects.get(pk=waiting).status == Status.WAITING
     monkeypatch.undo()
@@ -52,7 +55,36 @@ def test_a_pair_the_update_missed_is_not_stored(monkeypatch, outside_any_transac
     paired_by = selectors.pool_paired_by
     monkeypatch.setattr(pairing, "pool_paired_by", lambda users, paired_at: paired_by(users[:1] * 3, paired_at))
     with pytest.raises(Exception):
-        start("chan.new")
+        start_in_a_batch("chan.new")
     assert not PoolUser.objects.filter(channel_name="chan.new").exists()
     assert PoolUser.objects.get(pk=waiting).status == Status.WAITING
     assert not PoolUser.objects.filter(status=Status.PAIRED).exists()
+
+
+def test_a_lone_start_that_fails_after_its_pair_was_sent_stores_nothing(outside_any_transaction):
+    # Alone in its batch, the /start is paired by the statement that stores it: a failure
+    # after that statement went out leaves neither user paired, nor the newcomer stored.
+    waiting = start("chan.waiting").user_id
+
+    def broken(users):
+        raise RuntimeError("a bug after the pair's statement was sent")
+
+    with pytest.raises(RuntimeError):
+        pairing.dialogs_start([entry("chan.new")], process_id=this_process().pk, with_pairs=broken)
+    assert not PoolUser.objects.filter(channel_name="chan.new").exists()
+    assert PoolUser.objects.get(pk=waiting).status == Status.WAITING
+    assert dialog_of(start("chan.next").user_id).first_id == waiting
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite pairs every batch in Python")
+def test_a_lone_pair_the_update_missed_is_not_stored(monkeypatch, outside_any_transaction):
+    # The statement that pairs a lone /start stores the dialog only if its update marked both
+    # users paired: else the dialog's id is NULL, and the whole transaction fails.
+    waiting = start("chan.waiting").user_id
+    monkeypatch.setattr(pairing, "Status", SimpleNamespace(PAIRED=Status.PAIRED, WAITING="nobody"))
+    with pytest.raises(Exception):
+        start("chan.new")
+    monkeypatch.undo()
+    assert not PoolUser.objects.filter(channel_name="chan.new").exists()
+    assert PoolUser.objects.get(pk=waiting).status == Status.WAITING
+    assert not Dialog.objects.exists()

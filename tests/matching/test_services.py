@@ -6,10 +6,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from django.db.models import F, Q
 
 from dialogs.models import Dialog
@@ -20,7 +22,9 @@ from matching.models import PoolUser, ServerProcess
 from chat import events
 from chat.refusals import Refusal
 
-from tests.support.factories import dialog_of, entry, pair, pool_user, start, start_many, this_process
+from tests.support.factories import (
+    ALONE_OR_IN_A_BATCH, aside, dialog_of, entry, pair, pool_user, start, start_in_a_batch, start_many, this_process,
+)
 
 pytestmark = pytest.mark.django_db
 Status = PoolUser.Status
@@ -56,9 +60,10 @@ def test_start__stores_a_waiting_user():
     assert stored.created_at is not None and stored.paired_at is None and stored.left_at is None
 
 
-def test_start__second_compatible_user_is_paired_with_the_first_and_both_are_told():
+@ALONE_OR_IN_A_BATCH
+def test_start__second_compatible_user_is_paired_with_the_first_and_both_are_told(starter):
     a = start("chan.a", {"name": "Ann", "languageCode": "en", "userAttributes": {"gender": "female", "age": 22}}).user_id
-    result = start("chan.b", {"languageCode": "EN", "userAttributes": {"gender": "male"}})
+    result = starter("chan.b", {"languageCode": "EN", "userAttributes": {"gender": "male"}})
     b = result.user_id
     dialog = Dialog.objects.get()
     assert dialog_of(b) == dialog
@@ -80,21 +85,23 @@ def test_start__second_compatible_user_is_paired_with_the_first_and_both_are_tol
     assert all(n.message["chat"] == str(dialog.pk) and n.message["code"] == 10 for n in result.notices)
 
 
-def test_start__incompatible_users_all_wait():
-    a = start("chan.a", {"languageCode": "en"}).user_id
-    b = start("chan.b", {"languageCode": "de"}).user_id
-    c = start("chan.c", {"userAttributes": {"gender": "male"}, "targetAttributes": {"gender": "female"}}).user_id
+@ALONE_OR_IN_A_BATCH
+def test_start__incompatible_users_all_wait(starter):
+    a = starter("chan.a", {"languageCode": "en"}).user_id
+    b = starter("chan.b", {"languageCode": "de"}).user_id
+    c = starter("chan.c", {"userAttributes": {"gender": "male"}, "targetAttributes": {"gender": "female"}}).user_id
     assert {user(x).status for x in (a, b, c)} == {Status.WAITING}
     assert not Dialog.objects.exists()
 
 
-def test_start__pairs_with_the_longest_waiting_compatible_user():
+@ALONE_OR_IN_A_BATCH
+def test_start__pairs_with_the_longest_waiting_compatible_user(starter):
     start("chan.old-de", {"languageCode": "de"})
     older = start("chan.older").user_id
-    newer = start("chan.newer")  # paired with `older`
+    newer = starter("chan.newer")  # paired with `older`
     oldest_free = start("chan.3").user_id
-    start("chan.4", {"languageCode": "de"})  # paired with chan.old-de, leaves oldest_free alone
-    result = start("chan.5")
+    starter("chan.4", {"languageCode": "de"})  # paired with chan.old-de, leaves oldest_free alone
+    result = starter("chan.5")
     assert dialog_of(newer.user_id).first_id == older
     assert {dialog_of(result.user_id).first_id} == {oldest_free}
 
@@ -119,11 +126,40 @@ def test_start__after_the_dialog_ends_a_new_user():
     assert user(again).status == Status.WAITING and user(a).status == Status.ENDED
 
 
-def test_start__never_with_oneself():
+@ALONE_OR_IN_A_BATCH
+def test_start__never_with_oneself(starter):
     # A user its own target accepts is alone in the pool: it waits.
-    me = start("chan.a", {"userAttributes": {"gender": "male", "age": 20},
+    me = starter("chan.a", {"userAttributes": {"gender": "male", "age": 20},
                           "targetAttributes": {"gender": "male", "age": 20}}).user_id
     assert user(me).status == Status.WAITING and not Dialog.objects.exists()
+
+
+@ALONE_OR_IN_A_BATCH
+def test_start__the_dialogs_first_user_is_the_one_that_came_first(starter):
+    # Another process's clock may run ahead: its waiting user can look younger than the newcomer.
+    ahead = pool_user({}, channel_name="chan.ahead", process=this_process(),
+                      created_at=timezone.now() + timedelta(hours=1))
+    result = starter("chan.new")
+    dialog = dialog_of(result.user_id)
+    assert (dialog.first_id, dialog.second_id) == (result.user_id, ahead.pk)
+    [mine, theirs] = [event_of(notice) for notice in result.notices]
+    assert mine["chatUUID"] == theirs["chatUUID"] == str(dialog.pk)
+    assert (mine["senderUUID"], theirs["senderUUID"]) == (str(result.user_id), str(ahead.pk))
+
+
+@ALONE_OR_IN_A_BATCH
+def test_start__former_partners_are_not_paired_again_within_the_window(starter, settings):
+    settings.RANDOMCHAT_REMATCH_WINDOW = 300
+    man = {"userAttributes": {"gender": "male"}, "targetAttributes": {"gender": "female"}}
+    woman = {"userAttributes": {"gender": "female"}, "targetAttributes": {"gender": "male"}}
+    pair("chan.a", "chan.b", man, woman)
+    user_leave(channel_name="chan.a", reason="disconnect")
+    start("chan.a", man)  # waits longest, but chan.b's dialog with it just ended
+    stranger = start("chan.c", man).user_id
+    result = starter("chan.b", woman)
+    assert dialog_of(result.user_id).first_id == stranger
+    settings.RANDOMCHAT_REMATCH_WINDOW = 0
+    assert dialog_of(starter("chan.d", woman).user_id).first.channel_name == "chan.a"
 
 
 # Many /starts in one batch
@@ -173,76 +209,86 @@ def test_batch__only_compatible_pairs_in_one_batch():
     assert (dialog.first_id, dialog.second_id) == (results[1].user_id, results[3].user_id)
 
 
-def test_batch__starts_that_avoid_nobody_look_up_no_former_partners():
+@pytest.mark.parametrize("alone", [True, False], ids=["alone", "in_a_batch"])
+def test_batch__starts_that_avoid_nobody_look_up_no_former_partners(alone):
     # A connection with no dialog ended within the window (its first /start, say): the batch
-    # skips the rematch query.
+    # skips the rematch look-up.
+    others = [] if alone else [dataclasses.replace(aside("chan.a"), avoids_nobody=True)]
     with CaptureQueriesContext(connection) as first:
-        start_many([dataclasses.replace(entry("chan.a"), avoids_nobody=True)])
+        start_many([dataclasses.replace(entry("chan.a"), avoids_nobody=True), *others])
     with CaptureQueriesContext(connection) as again:
-        start_many([entry("chan.b", languageCode="de")])
-    assert not any("dialogs_dialog" in query["sql"] for query in first.captured_queries)
-    assert any("dialogs_dialog" in query["sql"] for query in again.captured_queries)
+        start_many([entry("chan.b", languageCode="de"), *others])
+    assert not any("ended_at >=" in query["sql"] for query in first.captured_queries)
+    assert any("ended_at >=" in query["sql"] for query in again.captured_queries)
 
 
 # Reachability: nobody is paired with a connection that is gone
 
 
-def test_reach__a_closed_connection_of_this_process_is_skipped():
+@pytest.mark.parametrize("alone", [True, False], ids=["alone", "in_a_batch"])
+def test_reach__a_closed_connection_of_this_process_is_skipped(alone):
     man = {"userAttributes": {"gender": "male"}, "targetAttributes": {"gender": "female"}}
     closed = start("chan.closed", man).user_id
     alive = start("chan.alive", man).user_id
     woman = {"userAttributes": {"gender": "female"}, "targetAttributes": {"gender": "male"}}
-    [result] = start_many([entry("chan.new", woman)], live_channels={"chan.alive", "chan.new"})
+    others = [] if alone else [aside("chan.new")]
+    result, *_ = start_many([entry("chan.new", woman), *others], closed_channels={"chan.closed"})
     assert dialog_of(result.user_id).first_id == alive
     assert user(closed).status == Status.WAITING  # its own leave (or the heartbeat) releases it
 
 
-def test_reach__a_user_of_a_dead_process_is_skipped():
+@ALONE_OR_IN_A_BATCH
+def test_reach__a_user_of_a_dead_process_is_skipped(starter):
     dead = ServerProcess.objects.create(hostname="elsewhere.invalid", pid=1, last_seen="2000-01-01T00:00Z")
     ghost = pool_user({}, channel_name="chan.ghost", process=dead)
     forgotten = pool_user({}, channel_name="chan.forgotten", process=None)  # its process was released
-    result = start("chan.new")
+    result = starter("chan.new")
     assert dialog_of(result.user_id) is None
     assert user(ghost.pk).status == Status.WAITING and user(forgotten.pk).status == Status.WAITING
 
 
-def test_reach__a_user_of_another_live_process_is_paired():
+@ALONE_OR_IN_A_BATCH
+def test_reach__a_user_of_another_live_process_is_paired(starter):
     other = ServerProcess.objects.create(hostname="elsewhere.invalid", pid=1)
     processes.process_presence_hold(other)  # what the other process does at registration
     try:
         remote = pool_user({}, channel_name="chan.remote", process=other)
-        result = start("chan.new")
+        result = starter("chan.new")
         assert dialog_of(result.user_id).first_id == remote.pk
     finally:
         processes.process_presence_release()
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="presence locks are PostgreSQL's")
-def test_reach__the_candidate_read_brings_its_process_along():
-    # No second read of the processes: each candidate comes with its process's liveness.
+@pytest.mark.parametrize("alone", [True, False], ids=["alone", "in_a_batch"])
+def test_reach__the_candidate_read_brings_its_process_along(alone):
+    # No second read of the processes: each candidate comes with its process's liveness (a
+    # lone /start: the statement that pairs it asks).
     other = ServerProcess.objects.create(hostname="elsewhere.invalid", pid=1)
     dead = ServerProcess.objects.create(hostname="elsewhere.invalid", pid=2)  # no presence lock
     processes.process_presence_hold(other)
     try:
         pool_user({}, channel_name="chan.dead", process=dead)
         remote = pool_user({}, channel_name="chan.remote", process=other)
-        newcomer, me = entry("chan.new"), this_process()
+        me = this_process()
+        entries = [entry("chan.new")] + ([] if alone else [aside("chan.new")])
         with CaptureQueriesContext(connection) as queries:
-            [result] = dialogs_start([newcomer], process_id=me.pk)
+            result, *_ = dialogs_start(entries, process_id=me.pk)
         assert dialog_of(result.user_id).first_id == remote.pk
         reads = [q["sql"] for q in queries.captured_queries if "matching_serverprocess" in q["sql"]]
-        assert len(reads) == 1 and "wanted_by" in reads[0]
+        assert len(reads) == 1 and ("wanted_by" not in reads[0]) is alone
     finally:
         processes.process_presence_release()
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="presence locks are PostgreSQL's")
-def test_reach__a_process_without_its_presence_lock_is_dead_at_once():
+@ALONE_OR_IN_A_BATCH
+def test_reach__a_process_without_its_presence_lock_is_dead_at_once(starter):
     # Fresh heartbeat, but the lock is gone with its connection: SIGKILLed on another host.
     other = ServerProcess.objects.create(hostname="elsewhere.invalid", pid=1)
     pool_user({}, channel_name="chan.remote", process=other)
     assert other.pk not in processes.processes_alive()
-    assert dialog_of(start("chan.new").user_id) is None
+    assert dialog_of(starter("chan.new").user_id) is None
 
 
 def test_reach__a_stale_candidate_is_skipped(monkeypatch):
@@ -251,8 +297,9 @@ def test_reach__a_stale_candidate_is_skipped(monkeypatch):
     a, b, _ = pair()
     c = start("chan.c").user_id
     waiting = PoolUser.objects.filter(status=Status.WAITING).order_by("created_at", "pk")
-    monkeypatch.setattr(pool, "pool_candidates_many", lambda wanted: lambda: [list(waiting[:n]) for _, n in wanted])
-    result = start("chan.d")
+    monkeypatch.setattr(pool, "pool_candidates_many",
+                        lambda wanted: lambda: [list(waiting.filter(language=u.language)[:n]) for u, n in wanted])
+    result = start_in_a_batch("chan.d")
     assert dialog_of(result.user_id).first_id == c
     assert user(a).status == user(b).status == Status.PAIRED
 
@@ -273,7 +320,7 @@ def test_reach__past_a_short_read_the_pool_is_paged(monkeypatch, server_transact
         pool_user({}, channel_name=f"chan.ghost{index}", process=dead)
     alive = start("chan.alive").user_id
     later = start("chan.later", {"languageCode": "de"}).user_id  # another language: not a candidate
-    result = start("chan.new")
+    result = start_in_a_batch("chan.new")
     assert dialog_of(result.user_id).first_id == alive
     assert user(later).status == Status.WAITING
 

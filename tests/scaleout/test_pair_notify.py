@@ -5,12 +5,10 @@ the layer when it does not; a process that lost what was sent to it gets it agai
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import re
 import signal
 import urllib.request
-import uuid
 
 import psycopg
 import pytest
@@ -18,10 +16,11 @@ from channels.layers import get_channel_layer
 from django.db import connection
 from psycopg import sql
 
-from chat import events
-from chat.events import Notice
 from matching.pipeline import pipelined_atomic
-from randomchat.pair_notify import LISTENER_NAME, conninfo, notify_send
+from dialogs.pairing import paired_message, partner_card
+from matching.models import PoolUser
+from randomchat.pair_notify import CLIENT_OF, LISTEN_KEY, LISTENER_NAME, conninfo, deliver, notify_pairs
+from tests.support.factories import make_dialog, make_user
 from tests.support.events import PAIRED, start_body
 from tests.support.wire import WireClient, close_all, start_stored
 
@@ -39,26 +38,66 @@ def connect() -> psycopg.Connection:
 def test_a_10_rides_on_the_commit_to_a_process_that_listens(settings, services_ready):
     settings.RANDOMCHAT_PAIR_NOTIFY = True
     layer = get_channel_layer()
-    ten = events.chat_event(events.PAIRED, uuid.uuid4(), sender=uuid.uuid4(), service={"partner": {"name": "Zoe"}})
-    notices = [Notice(f"specific.{LISTENING}!a", ten), Notice(f"specific.{SILENT}!b", ten),
-               Notice(f"specific.{layer.client_prefix}!c", ten)]  # this process's own: the layer's
+    # Three new users, each paired with a user of another process: one that listens, one that
+    # does not, and one of this process (its 10 is the layer's); and a user in no dialog.
+    partners = [make_user(channel=f"specific.{LISTENING}!a", status=PoolUser.Status.PAIRED),
+                make_user(channel=f"specific.{SILENT}!b", status=PoolUser.Status.PAIRED),
+                make_user(channel=f"specific.{layer.client_prefix}!c", status=PoolUser.Status.PAIRED)]
+    newcomers = [make_user(status=PoolUser.Status.PAIRED, name=f"Zoe {i}") for i in range(3)]
+    dialogs = [make_dialog(partner, newcomer) for partner, newcomer in zip(partners, newcomers)]
+    newcomers.append(make_user(name="Alone"))
     with connect() as listener, connect() as silent:
         for prefix, conn in ((LISTENING, listener), (SILENT, silent)):
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(layer.notify_channel(prefix))))
         listener.execute("SELECT pg_advisory_lock(%s)", [layer.listen_key(LISTENING)])  # SILENT takes no lock
 
         with pytest.raises(RuntimeError), pipelined_atomic():
-            notify_send(notices)
+            notify_pairs(newcomers)
             raise RuntimeError("the pairing batch fails after its statements were sent")
         assert list(listener.notifies(timeout=0.3)) == []
 
         with pipelined_atomic():
-            ridden = notify_send(notices)
-        assert ridden() == notices[:1]
+            ridden = notify_pairs(newcomers)
+        assert ridden() == {partners[0].channel_name}
         got = list(listener.notifies(timeout=0.5))
         assert list(silent.notifies(timeout=0.3)) == []
     assert [n.channel for n in got] == [layer.notify_channel(LISTENING)]
-    assert layer.deserialize(base64.b64decode(got[0].payload)) == {**ten, "__asgi_channel__": notices[0].channel}
+    # What the listening process delivers: the very 10 the pairing process would have sent.
+    delivered = []
+    layer.deliver_notified = lambda channel, message: delivered.append((channel, message))
+    deliver(layer, got[0].payload)
+    ten = paired_message(dialogs[0].pk, partners[0].pk, partner_card(newcomers[0]))
+    assert delivered == [(partners[0].channel_name, ten)]
+
+
+def test_no_10_rides_to_a_process_of_the_previous_format_or_to_a_channel_of_no_process(settings, services_ready):
+    # A listener of the previous version holds its own key (the first half of its prefix) and
+    # reads another payload: its 10s go through Redis. A channel that is not a consumer's of
+    # randomchat's layer names no process.
+    settings.RANDOMCHAT_PAIR_NOTIFY = True
+    layer = get_channel_layer()
+    previous_version = "00112233445566778899aabbccddeeff"
+    partners = [make_user(channel=channel, status=PoolUser.Status.PAIRED)
+                for channel in (f"specific.{previous_version}!a", "chan.x", "specific.inmemory!x", "specific.zz!x")]
+    newcomers = [make_user(status=PoolUser.Status.PAIRED) for _ in partners]
+    for partner, newcomer in zip(partners, newcomers):
+        make_dialog(partner, newcomer)
+    with connect() as previous:
+        previous.execute(sql.SQL("LISTEN {}").format(sql.Identifier(layer.notify_channel(previous_version))))
+        previous.execute("SELECT pg_advisory_lock(%s)", [int(previous_version, 16) >> 65])
+        with pipelined_atomic():
+            ridden = notify_pairs(newcomers)
+        assert ridden() == set()
+        assert list(previous.notifies(timeout=0.3)) == []
+
+
+def test_the_listen_key_in_sql_is_the_layers(services_ready):
+    layer = get_channel_layer()
+    channel = f"specific.{layer.client_prefix}!x"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {LISTEN_KEY.format(CLIENT_OF.format('%s'))}, {CLIENT_OF.format('%s')}",
+                       [channel, "specific.inmemory!x"])
+        assert cursor.fetchone() == (layer.listen_key(), None)
 
 
 def metric(server, name: str) -> float:

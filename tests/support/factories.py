@@ -9,6 +9,7 @@ import os
 import uuid
 from datetime import timedelta
 
+import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db.models import Q
@@ -63,11 +64,11 @@ def entry(channel: str, data: dict | None = None, **fields) -> pool.Entry:
     return pool.Entry(channel, request_of(data, **fields), this_process().pk)
 
 
-def start_many(entries: list[pool.Entry], live_channels=None) -> list:
+def start_many(entries: list[pool.Entry], closed_channels=()) -> list:
     """What a batch of /starts does: dialogs.pairing.dialogs_start, as this process."""
     from dialogs.pairing import dialogs_start
 
-    return dialogs_start(entries, process_id=this_process().pk, live_channels=live_channels)
+    return dialogs_start(entries, process_id=this_process().pk, closed_channels=closed_channels)
 
 
 def start(channel: str, data: dict | None = None, **fields):
@@ -76,6 +77,27 @@ def start(channel: str, data: dict | None = None, **fields):
     if isinstance(result, Exception):
         raise result
     return result
+
+
+def aside(channel: str) -> pool.Entry:
+    """A /start that pairs with nobody: a language no other test speaks, and a man who wants a
+    woman (so two of them do not pair either)."""
+    return entry(f"{channel}.aside", {"languageCode": "zz", "userAttributes": {"gender": "male"},
+                                      "targetAttributes": {"gender": "female"}})
+
+
+def start_in_a_batch(channel: str, data: dict | None = None, **fields):
+    """One /start in a batch of several, which PostgreSQL pairs from a read of the pool
+    rather than inside one statement (dialogs.pairing): beside it, one that pairs with nobody."""
+    result, _ = start_many([entry(channel, data, **fields), aside(channel)])
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+# A test of the pairing rule, run on both of PostgreSQL's ways to pair (dialogs.pairing): its
+# `starter` is `start` or `start_in_a_batch`. SQLite pairs both in Python.
+ALONE_OR_IN_A_BATCH = pytest.mark.parametrize("starter", [start, start_in_a_batch], ids=["alone", "in_a_batch"])
 
 
 def pair(a: str = "chan.a", b: str = "chan.b", a_data=None, b_data=None) -> tuple[uuid.UUID, uuid.UUID, Dialog]:
