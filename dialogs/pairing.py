@@ -206,10 +206,13 @@ def _recent_partners_of(channel: str) -> tuple[str, list]:
     if not window:
         return "", []
     since = timezone.now() - timedelta(seconds=window)
-    return (f"SELECT o.channel_name FROM {_USER} AS u JOIN {_DIALOG} AS d ON u.id IN (d.first_id, d.second_id)"
-            f" JOIN {_USER} AS o ON o.id = CASE WHEN d.first_id = u.id THEN d.second_id ELSE d.first_id END"
-            " WHERE u.channel_name = %s AND d.status = %s AND d.ended_at >= %s",
-            [channel, Dialog.Status.ENDED, since])
+    ended = " WHERE u.channel_name = %s AND d.status = %s AND d.ended_at >= %s"
+    # Each side of a dialog by its own index.
+    return (f"SELECT o.channel_name FROM {_USER} AS u JOIN {_DIALOG} AS d ON d.first_id = u.id"
+            f" JOIN {_USER} AS o ON o.id = d.second_id{ended}"
+            f" UNION ALL SELECT o.channel_name FROM {_USER} AS u JOIN {_DIALOG} AS d ON d.second_id = u.id"
+            f" JOIN {_USER} AS o ON o.id = d.first_id{ended}",
+            [channel, Dialog.Status.ENDED, since] * 2)
 
 
 def _started(entered: Entered, dialogs: dict) -> Started:
