@@ -99,7 +99,7 @@ def _start_alone(
     insert, then one statement that picks its partner (matching.selectors.pool_partner, the
     rule of pool_enter_many in SQL), marks both paired and stores their dialog; all of it
     read once the Sync has committed. Deciding from a read of the pool, as a batch of several
-    does, takes a second round trip, which an idle pair across processes waits for (~1 ms
+    does, takes a second round trip, which an idle pair across processes waits for (~0.6 ms
     on the development VM; bench/README.md, "Deciding a lone pair inside PostgreSQL")."""
     now = timezone.now()
     user = new_user(entry, now)
