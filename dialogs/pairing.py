@@ -158,6 +158,7 @@ _DIALOG_FIELDS = Dialog._meta.concrete_fields
 _DIALOG_COLUMNS = ", ".join(field.column for field in _DIALOG_FIELDS)
 _DIALOG_VALUES = ", ".join(f"v.column{index}" for index in range(2, len(_DIALOG_FIELDS) + 1))
 _USER_ATTNAMES = [field.attname for field in PoolUser._meta.concrete_fields]
+_ENDED_AT = Dialog._meta.get_field("ended_at")
 _USER_COLUMNS = ", ".join(field.column for field in PoolUser._meta.concrete_fields)
 
 
@@ -177,24 +178,14 @@ def recent_partners(channels: list[str]) -> Callable[[], dict[str, set[str]]]:
     """PROTOCOL.md §7.2: for each of these connections, the connections it had a dialog with
     that ended within RANDOMCHAT_REMATCH_WINDOW seconds; they are not paired again. The
     look-up is sent now and read when the returned function is called."""
-    window = settings.RANDOMCHAT_REMATCH_WINDOW
-    if not window or not channels:
+    if not settings.RANDOMCHAT_REMATCH_WINDOW or not channels:
         return dict
-    first_in, firsts = any_of("f.channel_name", channels)
-    second_in, seconds = any_of("s.channel_name", channels)
-    since = prepared(Dialog._meta.get_field("ended_at"), timezone.now() - timedelta(seconds=window))
-    ended = Rows(
-        f"SELECT f.channel_name, s.channel_name FROM {_DIALOG} AS d"
-        f" JOIN {_USER} AS f ON f.id = d.first_id JOIN {_USER} AS s ON s.id = d.second_id"
-        f" WHERE d.status = %s AND d.ended_at >= %s AND ({first_in} OR {second_in})",
-        [Dialog.Status.ENDED, since, *firsts, *seconds],
-    )
+    ended = Rows(*_recent_partners_sql(channels))
 
     def read() -> dict[str, set[str]]:
         partners: dict[str, set[str]] = defaultdict(set)
-        for first, second in ended.all():
-            partners[first].add(second)
-            partners[second].add(first)
+        for channel, partner in ended.all():
+            partners[channel].add(partner)
         return partners
 
     return read
@@ -202,17 +193,22 @@ def recent_partners(channels: list[str]) -> Callable[[], dict[str, set[str]]]:
 
 def _recent_partners_of(channel: str) -> tuple[str, list]:
     """recent_partners of one connection, as a SELECT of their channels."""
-    window = settings.RANDOMCHAT_REMATCH_WINDOW
-    if not window:
+    if not settings.RANDOMCHAT_REMATCH_WINDOW:
         return "", []
-    since = timezone.now() - timedelta(seconds=window)
-    ended = " WHERE u.channel_name = %s AND d.status = %s AND d.ended_at >= %s"
-    # Each side of a dialog by its own index.
-    return (f"SELECT o.channel_name FROM {_USER} AS u JOIN {_DIALOG} AS d ON d.first_id = u.id"
-            f" JOIN {_USER} AS o ON o.id = d.second_id{ended}"
-            f" UNION ALL SELECT o.channel_name FROM {_USER} AS u JOIN {_DIALOG} AS d ON d.second_id = u.id"
-            f" JOIN {_USER} AS o ON o.id = d.first_id{ended}",
-            [channel, Dialog.Status.ENDED, since] * 2)
+    sql, params = _recent_partners_sql([channel])
+    return f"SELECT partner FROM ({sql}) AS recent", params
+
+
+def _recent_partners_sql(channels: list[str]) -> tuple[str, list]:
+    """(connection, partner) for recent_partners, as SQL: each side of a dialog found by its
+    own index, from the connections' users."""
+    channel_in, params = any_of("u.channel_name", channels)
+    since = timezone.now() - timedelta(seconds=settings.RANDOMCHAT_REMATCH_WINDOW)
+    ended = f" WHERE {channel_in} AND d.status = %s AND d.ended_at >= %s"
+    sides = [f"SELECT u.channel_name AS connection, o.channel_name AS partner FROM {_USER} AS u"
+             f" JOIN {_DIALOG} AS d ON d.{mine}_id = u.id JOIN {_USER} AS o ON o.id = d.{theirs}_id{ended}"
+             for mine, theirs in (("first", "second"), ("second", "first"))]
+    return " UNION ALL ".join(sides), [*params, Dialog.Status.ENDED, prepared(_ENDED_AT, since)] * 2
 
 
 def _started(entered: Entered, dialogs: dict) -> Started:

@@ -6,8 +6,8 @@ so do its last (the update, the dialogs' insert). In psycopg's pipeline mode eac
 sent at once and answers in one round trip, where each statement used to wait for its
 own: a batch's transaction went from nine round trips to two, and a lone /start's, whose
 pair the database decides (dialogs.pairing), to one. The server still runs them one after
-another, in order, each seeing what the ones before it wrote. On SQLite a statement costs no round trip, and they
-simply run in turn.
+another, in order, each seeing what the ones before it wrote. On SQLite a statement costs
+no round trip, and they simply run in turn.
 """
 
 from __future__ import annotations
