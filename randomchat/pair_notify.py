@@ -28,6 +28,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Collection
 
 import psycopg
@@ -46,6 +47,7 @@ from matching.pipeline import Rows
 from matching.processes import HELD_ELSEWHERE
 
 from . import metrics
+from .layers import CONSUMER_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +65,10 @@ def enabled(layer) -> bool:
     return settings.RANDOMCHAT_PAIR_NOTIFY and connection.vendor == "postgresql" and hasattr(layer, "deliver_notified")
 
 
-# A consumer's channel on randomchat's layer is `specific.<its process's client prefix>!...`;
+# A consumer's channel on randomchat's layer is `<CONSUMER_PREFIX><its process's client prefix>!...`;
 # the prefix is 32 hex digits, which CLIENT_OF takes (else NULL), and LISTEN_KEY is the listen
 # key of a prefix (RedisChannelLayer.listen_key).
-CLIENT_OF = "substring({} from '^specific\\.([0-9a-f]{{32}})!')"
+CLIENT_OF = "substring({} from '^%s([0-9a-f]{{32}})!')" % re.escape(CONSUMER_PREFIX)
 LISTEN_KEY = "(('x' || substr({}, 17, 16))::bit(64) >> 1)::bigint"
 
 
