@@ -29,6 +29,10 @@ _TABLE = PoolUser._meta.db_table
 _USER_FIELDS = PoolUser._meta.concrete_fields
 _USER_COLUMNS = ", ".join(field.column for field in _USER_FIELDS)
 _CHANNEL_COLUMN = 1 + _USER_FIELDS.index(PoolUser._meta.get_field("channel_name"))
+# The held statuses written out, as the constraint one_held_user_per_connection names them: so
+# that the planner can read a connection's held user from that constraint's index (with a
+# parameter it cannot, and a prepared statement's generic plan scanned the whole pool).
+_HELD_STATUS = f"status IN ({', '.join(repr(str(status)) for status in PoolUser.HELD)})"
 _PAIRED_AT = PoolUser._meta.get_field("paired_at")
 
 Status = PoolUser.Status
@@ -120,14 +124,13 @@ def pool_enter_unheld(users: list[PoolUser], languages: set[str]) -> Rows:
     committed. On SQLite, where one writer runs at a time, the check and then the insert.
     """
     channel_in, channels = any_of("channel_name", [user.channel_name for user in users])
-    status_in, statuses = any_of("status", PoolUser.HELD)
-    held = f"SELECT channel_name, status FROM {_TABLE} WHERE {channel_in} AND {status_in}"
+    held = f"SELECT channel_name, status FROM {_TABLE} WHERE {channel_in} AND {_HELD_STATUS}"
     rows, values_params = values(_USER_FIELDS, users)
     insert = f"INSERT INTO {_TABLE} ({_USER_COLUMNS}) SELECT * FROM {rows} AS v"
     if connection.vendor != "postgresql":
-        statuses_held = Rows(held, [*channels, *statuses])
+        statuses_held = Rows(held, channels)
         send(f"{insert} WHERE NOT EXISTS (SELECT 1 FROM {_TABLE} WHERE channel_name = v.column{_CHANNEL_COLUMN}"
-             f" AND {status_in})", [*values_params, *statuses])
+             f" AND {_HELD_STATUS})", values_params)
         return statuses_held
     locks = ("(SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT hashtext('randomchat.pool.' || l)"
              " AS k FROM unnest(%s::text[]) AS l ORDER BY k) AS keys) >= 0")
@@ -135,7 +138,7 @@ def pool_enter_unheld(users: list[PoolUser], languages: set[str]) -> Rows:
         f"WITH held AS ({held} AND {locks}),"
         f" stored AS ({insert} WHERE v.column{_CHANNEL_COLUMN} NOT IN (SELECT channel_name FROM held))"
         f" SELECT channel_name, status FROM held",
-        [*channels, *statuses, sorted(languages), *values_params],
+        [*channels, sorted(languages), *values_params],
     )
 
 
