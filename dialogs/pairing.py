@@ -7,6 +7,7 @@ arrives while the previous batch is written goes into the next transaction.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from datetime import timedelta
@@ -20,7 +21,7 @@ from django.utils import timezone
 
 from matching import processes
 from matching.models import PoolUser, ServerProcess
-from matching.pipeline import Rows, any_of, pipelined_atomic, prepared, send, values
+from matching.pipeline import Flight, Rows, any_of, pipelined_atomic, prepared, send, values
 from matching.selectors import pool_paired_by, pool_partner
 from matching.services import (
     Entered, Entry, held_refusal, new_user, pool_enter_many, pool_enter_unheld, pool_leave_waiting,
@@ -48,25 +49,31 @@ class Started:
     notices: list[Notice] = field(default_factory=list)
 
 
+Notified = Callable[[str], tuple[str, list] | None]
+
+
 def dialogs_start(
     entries: list[Entry], *, process_id=None, closed_channels: Collection[str] = (),
-    with_users: Callable[[list[PoolUser]], None] | None = None,
-    with_pairs: Callable[[list[PoolUser]], None] | None = None,
+    with_users: Callable[[list[PoolUser]], None] | None = None, notified: Notified | None = None,
 ) -> list[Started | Refusal]:
     """Store every entry's user, pair who can be paired and create their dialogs, in one
     transaction; the 10s go out once it has committed. `with_users` sends what the caller
     stores with the batch's new users (the chat: their addresses; see pool_enter_many), and
-    `with_pairs`, given the new users that may have been paired, what it sends about their
-    stored pairs (the chat: the 10s that ride on the commit).
+    `notified`, given the name of a relation of users to tell of their new dialog (chat, id,
+    channel_name, card: their partner's), is the SQL that tells those it can as the
+    transaction commits (the chat: the 10s that ride on the commit, randomchat.pair_notify);
+    their notices are left out of the results.
 
     On PostgreSQL the statements go out in flights (matching.pipeline). A /start alone in
     its batch, as every /start of an idle server is, has its pair decided by the statement
-    that stores it: one flight (_start_alone). A batch of several is paired here, in entry
+    that stores it: one flight (start_alone). A batch of several is paired here, in entry
     order, from one read of the candidates of all: one flight for what pairing reads, a
     second for what it writes."""
     if len(entries) == 1 and connection.vendor == "postgresql":
-        return [_start_alone(entries[0], process_id=process_id, closed_channels=closed_channels,
-                             with_users=with_users, with_pairs=with_pairs)]
+        flight, finish = start_alone(entries[0], process_id=process_id, closed_channels=closed_channels,
+                                     with_users=with_users, notified=notified)
+        flight.run()
+        return [finish()]
     with pipelined_atomic():
         entered = pool_enter_many(
             entries, process_id=process_id, closed_channels=closed_channels,
@@ -81,9 +88,28 @@ def dialogs_start(
                 dialogs[e.user.pk] = Dialog(first=first, second=second, language=first.language,
                                             started_at=first.paired_at)
         _dialogs_insert(list(dialogs.values()))
-        if with_pairs is not None and pairs:
-            with_pairs([e.user for e in pairs])
-    return [_started(e, dialogs) if isinstance(e, Entered) else e for e in entered]
+        told = tell_pairs(notified, list(dialogs.values()))
+    ridden = told()
+    return [_started(e, dialogs, ridden) if isinstance(e, Entered) else e for e in entered]
+
+
+def tell_pairs(notified: Notified | None, dialogs: list[Dialog]) -> Callable[[], set[str]]:
+    """Send `notified` over both users of each new dialog; returns the function that reads,
+    once the transaction committed, the channels it told."""
+    tell = notified("told") if notified is not None and dialogs else None
+    if tell is None:
+        return set
+    sql, params = tell
+    sides = [(dialog, user, partner) for dialog in dialogs
+             for user, partner in ((dialog.first, dialog.second), (dialog.second, dialog.first))]
+    told = Rows(
+        "WITH told AS (SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::text[]) AS t(chat, id, channel_name, card))"
+        f" {sql}",
+        [[dialog.pk for dialog, _, _ in sides], [user.pk for _, user, _ in sides],
+         [user.channel_name for _, user, _ in sides], [json.dumps(partner_card(partner)) for _, _, partner in sides],
+         *params],
+    )
+    return lambda: {row[0] for row in told.all()}
 
 
 def _first_and_second(a: PoolUser, b: PoolUser) -> tuple[PoolUser, PoolUser]:
@@ -91,23 +117,58 @@ def _first_and_second(a: PoolUser, b: PoolUser) -> tuple[PoolUser, PoolUser]:
     return tuple(sorted((a, b), key=lambda u: (u.created_at, u.pk)))
 
 
-def _start_alone(
+def start_alone(
     entry: Entry, *, process_id, closed_channels: Collection[str],
-    with_users: Callable[[list[PoolUser]], None] | None, with_pairs: Callable[[list[PoolUser]], None] | None,
-) -> Started | Refusal:
+    with_users: Callable[[list[PoolUser]], None] | None, notified: Notified | None,
+) -> tuple[Flight, Callable[[], Started | Refusal]]:
     """A /start alone in its batch, on PostgreSQL, in one round trip: its held check and
     insert, then one statement that picks its partner (matching.selectors.pool_partner, the
-    rule of pool_enter_many in SQL), marks both paired and stores their dialog; all of it
-    read once the Sync has committed. Deciding from a read of the pool, as a batch of several
-    does, takes a second round trip, which an idle pair across processes waits for (~0.6 ms
-    on the development VM; bench/README.md, "Deciding a lone pair inside PostgreSQL")."""
+    rule of pool_enter_many in SQL), marks both paired and stores their dialog. Deciding from
+    a read of the pool, as a batch of several does, takes a second round trip, which an idle
+    pair across processes waits for (~0.6 ms on the development VM; bench/README.md,
+    "Deciding a lone pair inside PostgreSQL").
+
+    Returns the flight of its statements, to be run by the caller (on the database thread,
+    or by the event loop: randomchat.consumers), and the function that tells, once it ran,
+    what the /start did."""
     now = timezone.now()
     user = new_user(entry, now)
     paired_at = now + timedelta(microseconds=1)
+    dialog = Dialog(first=user, second=user, language=user.language, started_at=paired_at)
+    sent: dict[str, Rows] = {}
+
+    def steps():
+        sent["held"] = pool_enter_unheld([user], {user.language})
+        if with_users is not None:
+            with_users([user])
+        yield  # these go first: the server checks and stores the user while its pair's statement is made
+        sent["paired"] = _pair_stored(entry, user, dialog, process_id=process_id, closed_channels=closed_channels,
+                                      notified=notified)
+
+    def finish() -> Started | Refusal:
+        refusal = held_refusal(dict(sent["held"].all()).get(entry.channel_name))
+        if refusal is not None:
+            return refusal
+        found = sent["paired"].all()
+        if not found:
+            return Started(user.pk)
+        *partner_row, ridden = found[0]
+        partner_user = PoolUser.from_db(connection.alias, _USER_ATTNAMES, partner_row)
+        user.status = partner_user.status = Status.PAIRED
+        user.paired_at = partner_user.paired_at = paired_at
+        dialog.first, dialog.second = _first_and_second(user, partner_user)
+        return _started(Entered(user, partner_user), {user.pk: dialog}, set(ridden))
+
+    return Flight(steps()), finish
+
+
+def _pair_stored(entry: Entry, user: PoolUser, dialog: Dialog, *, process_id, closed_channels: Collection[str],
+                 notified: Notified | None) -> Rows:
+    """The statement of start_alone that picks the user's partner, marks both paired, stores
+    their dialog and tells the partner; its row is the partner's, and the channels told."""
     avoid = ("", []) if entry.avoids_nobody else _recent_partners_of(entry.channel_name)
     partner, partner_params = pool_partner(user, process_id=process_id, closed_channels=closed_channels,
                                            stale_before=processes.stale_before(), avoid=avoid)
-    dialog = Dialog(first=user, second=user, language=user.language, started_at=paired_at)
     rows, dialog_params = values(_DIALOG_FIELDS, [dialog])
     # The dialog as stored: its id only once both users are paired (else NULL: the insert,
     # and the transaction with it, fails), and its first user the earlier one (_first_and_second).
@@ -123,33 +184,25 @@ def _start_alone(
             column_params += [user.created_at, user.pk]
         else:
             columns.append(f"v.column{index}")
-    with pipelined_atomic():
-        held = pool_enter_unheld([user], {user.language})
-        if with_users is not None:
-            with_users([user])
-        paired = Rows(
-            f"WITH partner AS ({partner}),"
-            f" paired AS (UPDATE {_USER} SET status = %s, paired_at = %s WHERE status = %s"
-            f" AND id IN (SELECT id FROM partner UNION ALL SELECT %s FROM partner) RETURNING id),"
-            f" dialog AS (INSERT INTO {_DIALOG} ({_DIALOG_COLUMNS}) SELECT {', '.join(columns)}"
-            f" FROM {rows} AS v, partner)"
-            f" SELECT {_USER_COLUMNS} FROM partner",
-            [*partner_params, Status.PAIRED, paired_at, Status.WAITING, user.pk, *column_params, *dialog_params],
-        )
-        if with_pairs is not None:
-            with_pairs([user])
-    refusal = held_refusal(dict(held.all()).get(entry.channel_name))
-    if refusal is not None:
-        return refusal
-    found = paired.all()
-    if not found:
-        return Started(user.pk)
-    partner_user = PoolUser.from_db(connection.alias, _USER_ATTNAMES, found[0])
-    user.status = partner_user.status = Status.PAIRED
-    user.paired_at = partner_user.paired_at = paired_at
-    first, second = _first_and_second(user, partner_user)
-    dialog.first, dialog.second = first, second
-    return _started(Entered(user, partner_user), {user.pk: dialog})
+    # The partner is told of the pair as the transaction commits, by this same statement.
+    tell = notified("told") if notified is not None else None
+    if tell is None:
+        told_ctes, told, told_params = "", "'{}'::text[]", []
+    else:
+        told_ctes = (", told AS (SELECT %s::uuid AS chat, id, channel_name, %s::text AS card FROM partner),"
+                     f" notified AS ({tell[0]})")
+        told = "ARRAY(SELECT channel_name FROM notified)"
+        told_params = [dialog.pk, json.dumps(partner_card(user)), *tell[1]]
+    return Rows(
+        f"WITH partner AS ({partner}),"
+        f" paired AS (UPDATE {_USER} SET status = %s, paired_at = %s WHERE status = %s"
+        f" AND id IN (SELECT id FROM partner UNION ALL SELECT %s FROM partner) RETURNING id),"
+        f" dialog AS (INSERT INTO {_DIALOG} ({_DIALOG_COLUMNS}) SELECT {', '.join(columns)}"
+        f" FROM {rows} AS v, partner){told_ctes}"
+        f" SELECT {_USER_COLUMNS}, {told} FROM partner",
+        [*partner_params, Status.PAIRED, dialog.started_at, Status.WAITING, user.pk, *column_params, *dialog_params,
+         *told_params],
+    )
 
 
 _DIALOG = Dialog._meta.db_table
@@ -211,12 +264,14 @@ def _recent_partners_sql(channels: list[str]) -> tuple[str, list]:
     return " UNION ALL ".join(sides), [*params, Dialog.Status.ENDED, prepared(_ENDED_AT, since)] * 2
 
 
-def _started(entered: Entered, dialogs: dict) -> Started:
+def _started(entered: Entered, dialogs: dict, ridden: set[str]) -> Started:
+    """What the /start did: its pair's 10s, but for those that rode on the commit."""
     dialog = dialogs.get(entered.user.pk)
     if dialog is None:  # it waits, or its partner made the dialog and sends the 10s
         return Started(entered.user.pk)
     user, partner = entered.user, entered.partner
-    return Started(user.pk, [_paired(dialog, user, partner), _paired(dialog, partner, user)])
+    return Started(user.pk, [_paired(dialog, recipient, other) for recipient, other in ((user, partner), (partner, user))
+                             if recipient.channel_name not in ridden])
 
 
 def pairs_again(*, channel_names: Collection[str]) -> list[Notice]:

@@ -13,6 +13,7 @@ no round trip, and they simply run in turn.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 from collections.abc import Iterator
 
@@ -63,7 +64,7 @@ class Rows:
     def __init__(self, sql: str, params) -> None:
         self._cursor = send(sql, params)
         self._rows: list[tuple] | None = None
-        if connection.vendor != "postgresql":
+        if connection.vendor != "postgresql" and not isinstance(self._cursor, _Collected):
             self.all()
 
     def all(self) -> list[tuple]:
@@ -75,10 +76,92 @@ class Rows:
 
 
 def send(sql: str, params):
-    """Execute a statement, or in a pipeline send it; its cursor."""
+    """Execute a statement, or in a pipeline send it, or in a Flight's steps collect it; its
+    cursor."""
+    collected = _collecting.get()
+    if collected is not None:
+        statement = _Collected(sql, params)
+        collected.append(statement)
+        return statement
     cursor = connection.cursor()
     cursor.execute(sql, params)
     return cursor
+
+
+class _Collected:
+    """A statement of a Flight, and its rows once the flight has run."""
+
+    __slots__ = ("sql", "params", "rows")
+
+    def __init__(self, sql: str, params) -> None:
+        self.sql, self.params = sql, params
+        self.rows: list[tuple] | None = None
+
+    def fetchall(self) -> list[tuple]:
+        if self.rows is None:
+            raise RuntimeError("a statement of a flight that has not run, or that returns no rows")
+        return self.rows
+
+    def close(self) -> None:
+        pass
+
+
+_collecting: contextvars.ContextVar[list[_Collected] | None] = contextvars.ContextVar("collecting", default=None)
+
+
+class Flight:
+    """One pipelined transaction on PostgreSQL whose statements are made by `steps`, a
+    generator in which `send` and `Rows` collect them: what a step made goes out when it
+    yields, and the server runs it while the next step is made. It runs on Django's
+    connection (`run`, as pipelined_atomic()) or on an asyncio psycopg connection
+    (`run_async`), where the event loop waits for the database itself, with no hand-over to
+    the database thread and back (an idle pair's /start: dialogs.pairing.start_alone,
+    randomchat.loop_database). `Rows` of a flight are read once it has run."""
+
+    def __init__(self, steps: Iterator[None]) -> None:
+        self._steps = steps
+        self._statements: list[_Collected] = []
+
+    def _made(self) -> Iterator[list[_Collected]]:
+        """Run the steps in turn, each collecting its statements; after each, what it made."""
+        made = True
+        while made:
+            first = len(self._statements)
+            token = _collecting.set(self._statements)
+            try:
+                made = next(self._steps, _NO_MORE) is not _NO_MORE
+            finally:
+                _collecting.reset(token)
+            yield self._statements[first:]
+
+    def run(self) -> None:
+        with pipelined_atomic():
+            cursors = [send(statement.sql, statement.params) for made in self._made() for statement in made]
+        with connection.wrap_database_errors:
+            for statement, cursor in zip(self._statements, cursors):
+                if cursor.description is not None:
+                    statement.rows = cursor.fetchall()
+                cursor.close()
+
+    async def run_async(self, conn: psycopg.AsyncConnection) -> None:
+        """On `conn` (autocommit), as pipelined_atomic() on Django's: one implicit
+        transaction, which the pipeline's Sync commits; one that fails rolls back."""
+        cursors = []
+        async with conn.pipeline():
+            try:
+                for made in self._made():
+                    for statement in made:
+                        cursors.append(await conn.execute(statement.sql, statement.params))
+            except BaseException:
+                with contextlib.suppress(psycopg.Error):  # as pipelined_atomic(): not the Sync's commit
+                    await conn.execute("ROLLBACK")
+                raise
+        for statement, cursor in zip(self._statements, cursors):
+            if cursor.description is not None:
+                statement.rows = await cursor.fetchall()
+
+
+_NO_MORE = object()
 
 
 def any_of(column: str, values: list) -> tuple[str, list]:

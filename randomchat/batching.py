@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
@@ -29,10 +29,14 @@ class _Queue:
 
 class Batch:
     """`write(items)` runs on the database thread and returns one result per item; a result
-    that is an exception is raised in the submitter that gave that item."""
+    that is an exception is raised in the submitter that gave that item. `alone(item)`, if
+    given, is awaited instead for a batch of one: on the event loop, for a writer that can
+    wait for the database there (randomchat.loop_database)."""
 
-    def __init__(self, write: Callable[[list], list], *, max_items: int = 500) -> None:
+    def __init__(self, write: Callable[[list], list], *, alone: Callable[[object], Awaitable] | None = None,
+                 max_items: int = 500) -> None:
         self.write = write
+        self.alone = alone
         self.max_items = max_items
         self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = weakref.WeakKeyDictionary()
 
@@ -55,7 +59,10 @@ class Batch:
                 items, futures = queue.items[: self.max_items], queue.futures[: self.max_items]
                 del queue.items[: self.max_items], queue.futures[: self.max_items]
                 try:
-                    results = await database_sync_to_async(self._write_isolated)(items)
+                    if self.alone is not None and len(items) == 1:
+                        results = [await self.alone(items[0])]
+                    else:
+                        results = await database_sync_to_async(self._write_isolated)(items)
                 except Exception as exc:  # the database is down: every item of the batch fails
                     results = [exc] * len(items)
                 settle(futures, results)

@@ -19,7 +19,7 @@ from chat.refusals import DATABASE_UNAVAILABLE, Refusal, unavailable
 from chat.requests import DialogRequest, message_draft, parse_dialog_request, parse_resume, parse_start
 from chat.tokens import ResumeToken
 from dialogs.models import Dialog
-from dialogs.pairing import Started, dialogs_start, user_leave
+from dialogs.pairing import dialogs_start, start_alone, user_leave
 from dialogs.resume import participant_detach, participant_resume
 from dialogs.services import dialog_end, dialog_events, dialog_owed, dialog_stop, messages_store
 from matching.selectors import user_held_on
@@ -27,9 +27,9 @@ from matching.services import Entry, pool_cancel
 from moderation.address import address_hash, client_address
 from moderation.services import address_banned, addresses_store, report_take
 
-from . import metrics
+from . import loop_database, metrics
 from .batching import Batch
-from .pair_notify import notify_pairs
+from .pair_notify import notified
 from .process import closing_channels, current_process, grace_end_later, live_addresses, live_channels
 from .ratelimit import TokenBucket
 from .stomp.frames import Frame
@@ -40,32 +40,37 @@ logger = logging.getLogger(__name__)
 HDR_RESUME_GRACE = "resume-grace"
 
 
+def _hooks(process_id) -> dict:
+    """What a pairing's transaction carries for the chat besides the pool: the hashed address
+    of each connection whose user it stored, and the 10s that ride on its commit to other
+    processes' connections (randomchat.pair_notify)."""
+    return {"process_id": process_id, "closed_channels": closing_channels, "with_users": _addresses_store,
+            "notified": notified}
+
+
+def _addresses_store(users) -> None:
+    addresses_store([(u.pk, live_addresses[u.channel_name]) for u in users if u.channel_name in live_addresses])
+
+
 def starts_write(entries: list[Entry]) -> list:
-    """A pairing batch (dialogs_start), whose transaction also stores the hashed address of
-    each connection whose user it stored, and carries the 10s for other processes' connections
-    that it can (randomchat.pair_notify): those are left out of the notices returned."""
-    ridden = set  # once committed: the channels whose 10 rode on the commit
+    """A pairing batch (dialogs_start), on the database thread."""
+    return dialogs_start(entries, **_hooks(entries[0].process_id))
 
-    def with_users(users) -> None:
-        addresses_store([(u.pk, live_addresses[u.channel_name]) for u in users if u.channel_name in live_addresses])
 
-    def with_pairs(users) -> None:
-        nonlocal ridden
-        ridden = notify_pairs(users)
-
-    started = dialogs_start(entries, process_id=entries[0].process_id, closed_channels=closing_channels,
-                            with_users=with_users, with_pairs=with_pairs)
-    gone = ridden()
-    if gone:
-        for result in started:
-            if isinstance(result, Started):
-                result.notices = [notice for notice in result.notices if notice.channel not in gone]
-    return started
+async def start_alone_write(entry: Entry):
+    """A /start alone in its batch: on PostgreSQL its one flight, run by the event loop
+    (randomchat.loop_database); else as a batch on the database thread."""
+    if not loop_database.enabled():
+        [result] = await database_sync_to_async(starts_write)([entry])
+        return result
+    flight, finish = start_alone(entry, **_hooks(entry.process_id))
+    await loop_database.run(flight)
+    return finish()
 
 
 MESSAGES = Batch(messages_store)
 # Every /start that arrives while the previous batch is written is paired in the next one.
-STARTS = Batch(starts_write)
+STARTS = Batch(starts_write, alone=start_alone_write)
 
 
 @contextlib.contextmanager

@@ -6,9 +6,10 @@ two processes (bench/README.md, "The idle pair across processes"). A NOTIFY sent
 pairing's transaction is delivered by PostgreSQL itself as the transaction commits, and
 never if it rolls back, so a 10 still follows its stored dialog.
 
-The NOTIFY carries the pair as the database has it (the dialog, the partner, the newcomer's
-card, as JSON), and the listening process builds the 10: so the statement that stores a
-pair can also notify it, whoever decided the pair (dialogs.pairing).
+The NOTIFY carries the pair as stored (the dialog, the partner, the newcomer's card, as
+JSON), and the listening process builds the 10. `notified` is its SQL, which the pairing
+puts in its own statements (dialogs.pairing): in a lone /start's pairing statement, in a
+batch's last flight.
 
 Each process LISTENs on a connection of its own, which holds the process's listen lock (a
 session advisory lock) from its LISTEN on. The pairing's statement notifies only the
@@ -29,7 +30,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 
 import psycopg
 from channels.db import database_sync_to_async
@@ -40,10 +41,7 @@ from psycopg import sql
 
 from chat.loops import PerLoop, spawn
 from chat.notify import Backoff, send_notices
-from dialogs.models import Dialog
-from dialogs.pairing import paired_message, pairs_again, partner_card
-from matching.models import PoolUser
-from matching.pipeline import Rows
+from dialogs.pairing import paired_message, pairs_again
 from matching.processes import HELD_ELSEWHERE
 
 from . import metrics
@@ -72,37 +70,24 @@ CLIENT_OF = "substring({} from '^%s([0-9a-f]{{32}})!')" % re.escape(CONSUMER_PRE
 LISTEN_KEY = "(('x' || substr({}, 17, 16))::bit(64) >> 1)::bigint"
 
 
-def notify_pairs(users: list[PoolUser]) -> Callable[[], set[str]]:
-    """In the caller's transaction, after its dialogs: a NOTIFY, for each active dialog of
-    these new users, to their partner when it is a consumer of another process that listens,
-    carrying what that process needs to build the partner's 10 (the dialog, the partner and
-    the new user's card); returns the function that tells, once the transaction committed,
-    which channels had their 10 ride on it."""
+def notified(told: str) -> tuple[str, list] | None:
+    """In a pairing's statement: the SELECT that sends, for each row of the relation `told`
+    (chat, id, channel_name, card: a stored dialog, a user of it, and the card of its
+    partner), the NOTIFY that carries that user's 10 to its process when it is another
+    process that listens; its rows name the channels whose 10 rides on the commit. None when
+    no 10 rides (RANDOMCHAT_PAIR_NOTIFY off, SQLite, another channel layer)."""
     layer = get_channel_layer()
-    if not enabled(layer) or not users:
-        return set
-    dialog, pool = Dialog._meta.db_table, PoolUser._meta.db_table
-    # First the few pairs of these users (each side of a dialog by its own index), then the
-    # tests on their partners' channels: a plan that ran them over every row of a scan
-    # (a regular expression, an advisory lock each) took milliseconds.
-    ridden = Rows(
-        "WITH new AS (SELECT * FROM unnest(%s::uuid[], %s::text[]) AS n(id, card)),"
-        " pairs AS MATERIALIZED ("
-        f"SELECT d.id AS chat, d.second_id AS partner, new.card FROM new JOIN {dialog} AS d ON d.first_id = new.id"
-        " AND d.status = %s"
-        f" UNION ALL SELECT d.id, d.first_id, new.card FROM new JOIN {dialog} AS d ON d.second_id = new.id"
-        " AND d.status = %s),"
-        " partners AS MATERIALIZED (SELECT pairs.chat, pairs.card, r.id, r.channel_name,"
-        f" {CLIENT_OF.format('r.channel_name')} AS client FROM pairs JOIN {pool} AS r ON r.id = pairs.partner)"
-        " SELECT channel_name, pg_notify(%s || '.' || client, json_build_object("
+    if not enabled(layer):
+        return None
+    return (
+        "SELECT channel_name, pg_notify(%s || '.' || client, json_build_object("
         "'chat', chat, 'channel', channel_name, 'sender', id, 'partner', card::json)::text)"
-        # In this order: a channel of another process first, then whether that process listens.
-        f" FROM partners WHERE CASE WHEN client <> %s THEN {HELD_ELSEWHERE.format(LISTEN_KEY.format('client'))}"
-        " ELSE false END",
-        [[user.pk for user in users], [json.dumps(partner_card(user)) for user in users],
-         Dialog.Status.ACTIVE, Dialog.Status.ACTIVE, layer.prefix, layer.client_prefix],
+        f" FROM (SELECT *, {CLIENT_OF.format('channel_name')} AS client FROM {told}) AS t"
+        # In this order: a channel of another process first, then whether that process listens
+        # (an advisory lock's test, as the regular expression, only on the rows told).
+        f" WHERE CASE WHEN client <> %s THEN {HELD_ELSEWHERE.format(LISTEN_KEY.format('client'))} ELSE false END",
+        [layer.prefix, layer.client_prefix],
     )
-    return lambda: {channel for channel, _ in ridden.all()}
 
 
 def deliver(layer, payload: str) -> None:

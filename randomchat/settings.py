@@ -231,6 +231,9 @@ RANDOMCHAT_REMATCH_WINDOW = env_float("RANDOMCHAT_REMATCH_WINDOW", 300)
 # On PostgreSQL + Redis, a pair's 10 for a connection of another process rides on the
 # pairing's commit as a NOTIFY instead of the channel layer (randomchat/pair_notify.py).
 RANDOMCHAT_PAIR_NOTIFY = env_bool("RANDOMCHAT_PAIR_NOTIFY", True)
+# On PostgreSQL, a /start alone in its batch is stored by the event loop on a connection of
+# its own instead of on the database thread (randomchat/loop_database.py).
+RANDOMCHAT_PAIR_ON_LOOP = env_bool("RANDOMCHAT_PAIR_ON_LOOP", True)
 # The longest grace a connection may ask for with CONNECT's resume-grace (PROTOCOL.md §7.1); 0 = no resume.
 RANDOMCHAT_RESUME_GRACE_MAX = env_int("RANDOMCHAT_RESUME_GRACE_MAX", 120)
 

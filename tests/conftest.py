@@ -13,6 +13,7 @@ from django.db import connections  # noqa: E402
 
 from django.conf import settings  # noqa: E402
 
+from randomchat import loop_database  # noqa: E402
 from randomchat.asgi import application  # noqa: E402
 from tests.support.inprocess import StompClient  # noqa: E402
 from tests.support.live import SERVERS_KEY, DaphneServer, watch  # noqa: E402
@@ -70,8 +71,10 @@ async def stomp(transactional_db, layer):
     yield make
     for client in clients:
         await client.close()
-    # With persistent connections, asgiref's worker thread's connection would outlive the test database.
+    # With persistent connections, asgiref's worker thread's connection would outlive the test
+    # database; so would this loop's own (a lone /start's on PostgreSQL).
     await database_sync_to_async(connections.close_all)()
+    await loop_database.close()
 
 
 @pytest.fixture

@@ -14,21 +14,22 @@ from __future__ import annotations
 
 import select
 
+import psycopg
 from django.db.backends.postgresql import base
 from psycopg import pq
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
     def close_if_health_check_failed(self) -> None:
-        if self.health_check_enabled and not self.health_check_done and self._quiet():
+        if self.health_check_enabled and not self.health_check_done and quiet(self.connection):
             self.health_check_done = True
             return
         super().close_if_health_check_failed()
 
-    def _quiet(self) -> bool:
-        """Open, idle and nothing to read: nothing has happened to it since its last use."""
-        raw = self.connection
-        if raw is None or raw.closed or raw.info.transaction_status != pq.TransactionStatus.IDLE:
-            return False
-        readable, _, _ = select.select([raw.fileno()], [], [], 0)
-        return not readable
+
+def quiet(raw: psycopg.BaseConnection | None) -> bool:
+    """Open, idle and nothing to read: nothing has happened to it since its last use."""
+    if raw is None or raw.closed or raw.info.transaction_status != pq.TransactionStatus.IDLE:
+        return False
+    readable, _, _ = select.select([raw.fileno()], [], [], 0)
+    return not readable

@@ -17,9 +17,9 @@ from django.db import connection
 from psycopg import sql
 
 from matching.pipeline import pipelined_atomic
-from dialogs.pairing import paired_message, partner_card
+from dialogs.pairing import paired_message, partner_card, tell_pairs
 from matching.models import PoolUser
-from randomchat.pair_notify import CLIENT_OF, LISTEN_KEY, LISTENER_NAME, conninfo, deliver, notify_pairs
+from randomchat.pair_notify import CLIENT_OF, LISTEN_KEY, LISTENER_NAME, conninfo, deliver, notified
 from tests.support.factories import make_dialog, make_user
 from tests.support.events import PAIRED, start_body
 from tests.support.wire import WireClient, close_all, start_stored
@@ -39,25 +39,24 @@ def test_a_10_rides_on_the_commit_to_a_process_that_listens(settings, services_r
     settings.RANDOMCHAT_PAIR_NOTIFY = True
     layer = get_channel_layer()
     # Three new users, each paired with a user of another process: one that listens, one that
-    # does not, and one of this process (its 10 is the layer's); and a user in no dialog.
+    # does not, and one of this process (its 10 is the layer's).
     partners = [make_user(channel=f"specific.{LISTENING}!a", status=PoolUser.Status.PAIRED),
                 make_user(channel=f"specific.{SILENT}!b", status=PoolUser.Status.PAIRED),
                 make_user(channel=f"specific.{layer.client_prefix}!c", status=PoolUser.Status.PAIRED)]
     newcomers = [make_user(status=PoolUser.Status.PAIRED, name=f"Zoe {i}") for i in range(3)]
     dialogs = [make_dialog(partner, newcomer) for partner, newcomer in zip(partners, newcomers)]
-    newcomers.append(make_user(name="Alone"))
     with connect() as listener, connect() as silent:
         for prefix, conn in ((LISTENING, listener), (SILENT, silent)):
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(layer.notify_channel(prefix))))
         listener.execute("SELECT pg_advisory_lock(%s)", [layer.listen_key(LISTENING)])  # SILENT takes no lock
 
         with pytest.raises(RuntimeError), pipelined_atomic():
-            notify_pairs(newcomers)
+            tell_pairs(notified, dialogs)
             raise RuntimeError("the pairing batch fails after its statements were sent")
         assert list(listener.notifies(timeout=0.3)) == []
 
         with pipelined_atomic():
-            ridden = notify_pairs(newcomers)
+            ridden = tell_pairs(notified, dialogs)
         assert ridden() == {partners[0].channel_name}
         got = list(listener.notifies(timeout=0.5))
         assert list(silent.notifies(timeout=0.3)) == []
@@ -79,14 +78,12 @@ def test_no_10_rides_to_a_process_of_the_previous_format_or_to_a_channel_of_no_p
     previous_version = "00112233445566778899aabbccddeeff"
     partners = [make_user(channel=channel, status=PoolUser.Status.PAIRED)
                 for channel in (f"specific.{previous_version}!a", "chan.x", "specific.inmemory!x", "specific.zz!x")]
-    newcomers = [make_user(status=PoolUser.Status.PAIRED) for _ in partners]
-    for partner, newcomer in zip(partners, newcomers):
-        make_dialog(partner, newcomer)
+    dialogs = [make_dialog(partner, make_user(status=PoolUser.Status.PAIRED)) for partner in partners]
     with connect() as previous:
         previous.execute(sql.SQL("LISTEN {}").format(sql.Identifier(layer.notify_channel(previous_version))))
         previous.execute("SELECT pg_advisory_lock(%s)", [int(previous_version, 16) >> 65])
         with pipelined_atomic():
-            ridden = notify_pairs(newcomers)
+            ridden = tell_pairs(notified, dialogs)
         assert ridden() == set()
         assert list(previous.notifies(timeout=0.3)) == []
 
