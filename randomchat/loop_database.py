@@ -50,7 +50,7 @@ async def run(flight: Flight) -> None:
         if slot.conn is not None and not quiet(slot.conn):
             await close()
         if slot.conn is None:
-            slot.conn = await psycopg.AsyncConnection.connect(**_params(), autocommit=True)
+            slot.conn = await _connect()
         await flight.run_async(slot.conn)
 
 
@@ -60,6 +60,20 @@ async def close() -> None:
     conn, slot.conn = slot.conn, None
     if conn is not None:
         await conn.close()
+
+
+async def _connect() -> psycopg.AsyncConnection:
+    """A connection set up as Django sets up its own: its time zone too, which Django's
+    adapters take the server's timestamps in."""
+    conn = await psycopg.AsyncConnection.connect(**_params(), autocommit=True)
+    zone = connection.timezone_name
+    try:
+        if zone and conn.info.parameter_status("TimeZone") != zone:
+            await conn.execute(connection.ops.set_time_zone_sql(), [zone])
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
 
 
 def _params() -> dict:

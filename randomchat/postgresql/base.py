@@ -28,8 +28,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
 
 def quiet(raw: psycopg.BaseConnection | None) -> bool:
-    """Open, idle and nothing to read: nothing has happened to it since its last use."""
+    """Open, idle and nothing to read: nothing has happened to it since its last use. (poll,
+    not select: a process with a thousand WebSockets has descriptors that select refuses.)"""
     if raw is None or raw.closed or raw.info.transaction_status != pq.TransactionStatus.IDLE:
         return False
-    readable, _, _ = select.select([raw.fileno()], [], [], 0)
-    return not readable
+    poller = select.poll()
+    poller.register(raw.fileno(), select.POLLIN)
+    return not poller.poll(0)
