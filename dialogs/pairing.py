@@ -254,14 +254,24 @@ def _recent_partners_of(channel: str) -> tuple[str, list]:
 
 def _recent_partners_sql(channels: list[str]) -> tuple[str, list]:
     """(connection, partner) for recent_partners, as SQL: each side of a dialog found by its
-    own index, from the connections' users."""
+    own index, from the connections' users. On PostgreSQL a LATERAL join: a prepared
+    statement's generic plan otherwise began with every dialog that ended within the window
+    (it cannot know how few users the connections hold) and read them all for each /start."""
     channel_in, params = any_of("u.channel_name", channels)
     since = timezone.now() - timedelta(seconds=settings.RANDOMCHAT_REMATCH_WINDOW)
-    ended = f" WHERE {channel_in} AND d.status = %s AND d.ended_at >= %s"
+    ended = [Dialog.Status.ENDED, prepared(_ENDED_AT, since)]
+    if connection.vendor == "postgresql":
+        sides = " UNION ALL ".join(
+            f"SELECT d.{theirs}_id AS other FROM {_DIALOG} AS d WHERE d.{mine}_id = u.id AND d.status = %s"
+            " AND d.ended_at >= %s" for mine, theirs in (("first", "second"), ("second", "first")))
+        return (f"SELECT u.channel_name AS connection, o.channel_name AS partner FROM {_USER} AS u"
+                f" CROSS JOIN LATERAL ({sides}) AS x JOIN {_USER} AS o ON o.id = x.other WHERE {channel_in}",
+                [*ended, *ended, *params])
+    where = f" WHERE {channel_in} AND d.status = %s AND d.ended_at >= %s"
     sides = [f"SELECT u.channel_name AS connection, o.channel_name AS partner FROM {_USER} AS u"
-             f" JOIN {_DIALOG} AS d ON d.{mine}_id = u.id JOIN {_USER} AS o ON o.id = d.{theirs}_id{ended}"
+             f" JOIN {_DIALOG} AS d ON d.{mine}_id = u.id JOIN {_USER} AS o ON o.id = d.{theirs}_id{where}"
              for mine, theirs in (("first", "second"), ("second", "first"))]
-    return " UNION ALL ".join(sides), [*params, Dialog.Status.ENDED, prepared(_ENDED_AT, since)] * 2
+    return " UNION ALL ".join(sides), [*params, *ended] * 2
 
 
 def _started(entered: Entered, dialogs: dict, ridden: set[str]) -> Started:
