@@ -17,10 +17,11 @@ from django.db import connection
 from psycopg import sql
 
 from matching.pipeline import pipelined_atomic
-from dialogs.pairing import paired_message, partner_card, tell_pairs
-from matching.models import PoolUser
+from dialogs.pairing import dialogs_start, paired_message, partner_card, tell_pairs
+from matching import processes
+from matching.models import PoolUser, ServerProcess
 from randomchat.pair_notify import CLIENT_OF, LISTEN_KEY, LISTENER_NAME, conninfo, deliver, notified
-from tests.support.factories import make_dialog, make_user
+from tests.support.factories import aside, dialog_of, entry, make_dialog, make_user, pool_user, this_process
 from tests.support.events import PAIRED, start_body
 from tests.support.wire import WireClient, close_all, start_stored
 
@@ -86,6 +87,42 @@ def test_no_10_rides_to_a_process_of_the_previous_format_or_to_a_channel_of_no_p
             ridden = tell_pairs(notified, dialogs)
         assert ridden() == set()
         assert list(previous.notifies(timeout=0.3)) == []
+
+
+@pytest.mark.parametrize("alone", [True, False], ids=["alone", "in_a_batch"])
+def test_a_pairing_tells_the_partners_process_as_it_commits(settings, services_ready, alone):
+    # A lone /start's pairing statement carries the NOTIFY itself, a batch sends it over its
+    # new dialogs: the partner's process gets its 10 as the pairing commits, and that notice
+    # is not among the batch's; a /start that pairs with nobody tells nobody.
+    settings.RANDOMCHAT_PAIR_NOTIFY = True
+    layer = get_channel_layer()
+    other = ServerProcess.objects.create(hostname="elsewhere.invalid", pid=1)
+    processes.process_presence_hold(other)
+    try:
+        remote = pool_user({}, channel_name=f"specific.{LISTENING}!a", process=other)
+        with connect() as listener:
+            listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(layer.notify_channel(LISTENING))))
+            listener.execute("SELECT pg_advisory_lock(%s)", [layer.listen_key(LISTENING)])
+
+            def start(channel: str, data: dict | None = None):
+                entries = [entry(channel, data)] + ([] if alone else [aside(channel)])
+                return dialogs_start(entries, process_id=this_process().pk, notified=notified)[0]
+
+            nobody = start(f"specific.{layer.client_prefix}!zz", {"languageCode": "zz"})
+            assert nobody.notices == [] and list(listener.notifies(timeout=0.3)) == []
+            paired = start(f"specific.{layer.client_prefix}!new")
+            assert [n.channel for n in paired.notices] == [f"specific.{layer.client_prefix}!new"]
+            got = list(listener.notifies(timeout=0.5))
+    finally:
+        processes.process_presence_release()
+    dialog = dialog_of(paired.user_id)
+    assert dialog.first_id == remote.pk
+    delivered = []
+    layer.deliver_notified = lambda channel, message: delivered.append((channel, message))
+    for notify in got:
+        deliver(layer, notify.payload)
+    newcomer = PoolUser.objects.get(pk=paired.user_id)
+    assert delivered == [(remote.channel_name, paired_message(dialog.pk, remote.pk, partner_card(newcomer)))]
 
 
 def test_the_listen_key_in_sql_is_the_layers(services_ready):
