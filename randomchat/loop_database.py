@@ -15,7 +15,6 @@ the /start as `unavailable`, as on the thread.
 
 from __future__ import annotations
 
-import os
 
 import psycopg
 from django.conf import settings
@@ -24,11 +23,9 @@ from django.db import connection
 from chat.loops import PerLoop
 from matching.pipeline import Flight
 
-from .postgresql.base import quiet
+from .postgresql.base import own_connection_params, quiet
 
 APPLICATION_NAME = "randomchat pairing"
-# Connection parameters of Django's that an asyncio connection cannot take.
-_NOT_ASYNC = ("cursor_factory",)
 
 
 class _Slot:
@@ -79,6 +76,4 @@ async def _connect() -> psycopg.AsyncConnection:
 def _params() -> dict:
     """Django's connection parameters, its adapters included: the flight's values and rows are
     those of the statements on the thread."""
-    params = {k: v for k, v in connection.get_connection_params().items() if k not in _NOT_ASYNC}
-    params["application_name"] = f"{APPLICATION_NAME} {os.getpid()}"  # for operators (pg_stat_activity)
-    return params
+    return own_connection_params(APPLICATION_NAME, adapters=True)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import re
 from collections.abc import Collection
 
@@ -46,17 +45,14 @@ from matching.processes import HELD_ELSEWHERE
 
 from . import metrics
 from .layers import CONSUMER_PREFIX
+from .postgresql.base import own_connection_params
 
 logger = logging.getLogger(__name__)
 
 LISTENER_NAME = "randomchat listen"
-# Connection parameters of Django's that are no libpq keywords.
-_NOT_CONNINFO = ("cursor_factory", "context", "prepare_threshold")
-
-
 def conninfo() -> dict:
-    """psycopg's connection parameters for the database Django uses."""
-    return {k: v for k, v in connection.get_connection_params().items() if k not in _NOT_CONNINFO}
+    """psycopg's connection parameters for the listening connection."""
+    return own_connection_params(LISTENER_NAME, adapters=False)
 
 
 def enabled(layer) -> bool:
@@ -121,7 +117,6 @@ def listen(live_channels: Collection[str]) -> None:
 async def _listen(layer, live_channels: Collection[str]) -> None:
     """Deliver what other processes' pairings carry here, through database outages."""
     params = conninfo()
-    params["application_name"] = f"{LISTENER_NAME} {os.getpid()}"  # for operators (pg_stat_activity)
     listen_sql = sql.SQL("LISTEN {}").format(sql.Identifier(layer.notify_channel()))
     backoff, failing = Backoff(0.1, 2.0), False
     while True:

@@ -12,6 +12,7 @@ drops packets silently) fails the call, which Django then marks: its next call c
 
 from __future__ import annotations
 
+import os
 import select
 
 import psycopg
@@ -35,3 +36,15 @@ def quiet(raw: psycopg.BaseConnection | None) -> bool:
     poller = select.poll()
     poller.register(raw.fileno(), select.POLLIN)
     return not poller.poll(0)
+
+
+def own_connection_params(application: str, *, adapters: bool) -> dict:
+    """psycopg's parameters for a connection a process keeps beside Django's (the listener's,
+    the event loop's): Django's, less its cursor class and, without `adapters`, its adapters
+    and prepared statements; named `<application> <pid>` for operators (pg_stat_activity)."""
+    from django.db import connection
+
+    dropped = ("cursor_factory",) if adapters else ("cursor_factory", "context", "prepare_threshold")
+    params = {k: v for k, v in connection.get_connection_params().items() if k not in dropped}
+    params["application_name"] = f"{application} {os.getpid()}"
+    return params
