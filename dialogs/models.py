@@ -41,17 +41,22 @@ class Dialog(models.Model):
     language = models.CharField(max_length=MAX_LANGUAGE_LENGTH)
     status = models.CharField(max_length=6, choices=Status.choices, default=Status.ACTIVE)
     started_at = models.DateTimeField(default=timezone.now, db_index=True)
-    ended_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
     end_reason = models.CharField(max_length=10, choices=EndReason.choices, null=True, blank=True)
     ended_by = models.ForeignKey(
-        "matching.PoolUser", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        "matching.PoolUser", null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
     )
     last_seq = models.PositiveIntegerField(
         default=0, help_text="The sequence number of the dialog's latest event (messages and its end).",
     )
 
     class Meta:
-        indexes = [models.Index(fields=["status", "started_at"], name="dialog_status_idx")]
+        # A pairing inserts each dialog before it ends: its end's columns are indexed only once set.
+        indexes = [
+            models.Index(fields=["status", "started_at"], name="dialog_status_idx"),
+            models.Index(fields=["ended_at"], condition=Q(ended_at__isnull=False), name="dialog_ended_idx"),
+            models.Index(fields=["ended_by"], condition=Q(ended_by__isnull=False), name="dialog_ended_by_idx"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=(

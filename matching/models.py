@@ -67,14 +67,14 @@ class PoolUser(models.Model):
     target_gender = models.CharField(max_length=GENDER_LENGTH, choices=Gender.choices, null=True, blank=True)
     target_age_min = models.PositiveSmallIntegerField(null=True, blank=True)
     target_age_max = models.PositiveSmallIntegerField(null=True, blank=True)
-    channel_name = models.CharField(max_length=200, db_index=True)
+    channel_name = models.CharField(max_length=200)
     process = models.ForeignKey(
         ServerProcess, null=True, blank=True, on_delete=models.SET_NULL, related_name="users",
         help_text="The process that holds this user's connection.",
     )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.WAITING)
     claimed_by = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     paired_at = models.DateTimeField(null=True, blank=True)
@@ -85,7 +85,7 @@ class PoolUser(models.Model):
     resume_grace = models.PositiveIntegerField(
         default=0, help_text="Seconds its dialog is kept after its connection drops (granted at CONNECT).",
     )
-    resume_selector = models.CharField(max_length=32, null=True, blank=True, unique=True, editable=False)
+    resume_selector = models.CharField(max_length=32, null=True, blank=True, editable=False)
     resume_verifier = models.CharField(max_length=64, null=True, blank=True, editable=False)
     detached_at = models.DateTimeField(
         null=True, blank=True, help_text="When its connection dropped, its dialog kept for resume_grace seconds.",
@@ -95,6 +95,10 @@ class PoolUser(models.Model):
     )
 
     class Meta:
+        # Every index is written by each /start's insert and each pairing's update: the pool
+        # keeps only those a query reads, and leaves out the rows of a column that is null.
+        # (A CharField's db_index or unique would also make PostgreSQL's LIKE index, which
+        # no query here uses.)
         indexes = [
             # The pairing query: waiting users of one language, oldest first.
             models.Index(
@@ -104,6 +108,9 @@ class PoolUser(models.Model):
             ),
             models.Index(fields=["status", "created_at"], name="pool_status_idx"),
             models.Index(fields=["detached_at"], condition=Q(detached_at__isnull=False), name="pool_detached_idx"),
+            models.Index(fields=["channel_name"], name="pool_channel_idx"),
+            # Earlier versions' claims: found when the claimed user is deleted.
+            models.Index(fields=["claimed_by"], condition=Q(claimed_by__isnull=False), name="pool_claimed_by_idx"),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -113,6 +120,9 @@ class PoolUser(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(age__isnull=True) | Q(age__lte=MAX_AGE), name="age_in_range"
+            ),
+            models.UniqueConstraint(
+                fields=["resume_selector"], condition=Q(resume_selector__isnull=False), name="one_user_per_resume_selector"
             ),
         ]
 
