@@ -31,7 +31,9 @@ class Batch:
     """`write(items)` runs on the database thread and returns one result per item; a result
     that is an exception is raised in the submitter that gave that item. `alone(item)`, if
     given, is awaited instead for a batch of one: on the event loop, for a writer that can
-    wait for the database there (randomchat.loop_database)."""
+    wait for the database there (randomchat.loop_database). An idle batch's item is written
+    so by its own submitter, with no hand-over to a task and back (two turns of the event
+    loop, which an idle pair's /start waited for)."""
 
     def __init__(self, write: Callable[[list], list], *, alone: Callable[[object], Awaitable] | None = None,
                  max_items: int = 500) -> None:
@@ -45,6 +47,8 @@ class Batch:
         queue = self._queues.get(loop)
         if queue is None:
             queue = self._queues[loop] = _Queue()
+        if self.alone is not None and not queue.writing:
+            return await self._write_alone(queue, item)
         future = loop.create_future()
         queue.items.append(item)
         queue.futures.append(future)
@@ -52,6 +56,20 @@ class Batch:
             queue.writing = True
             spawn(self._write_all(queue))
         return await future
+
+    async def _write_alone(self, queue: _Queue, item):
+        """Write an idle batch's one item; what is submitted meanwhile is written next, together."""
+        queue.writing = True
+        try:
+            result = await self.alone(item)
+        finally:
+            if queue.items:
+                spawn(self._write_all(queue))
+            else:
+                queue.writing = False
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     async def _write_all(self, queue: _Queue) -> None:
         try:

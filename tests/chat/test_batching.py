@@ -43,6 +43,44 @@ async def test_an_idle_batch_writes_at_once_alone():
     assert batch.write.calls == [["a"]]
 
 
+async def test_an_idle_batch_with_a_lone_writer_writes_in_its_submitters_own_task():
+    tasks = []
+
+    async def alone(item):
+        tasks.append(asyncio.current_task())
+        return Recorder.result(item)
+
+    batch = Batch(Recorder(), alone=alone)
+    assert await batch.submit("a") == "A"
+    assert tasks == [asyncio.current_task()] and batch.write.calls == []
+    with pytest.raises(LookupError):  # a result that is an exception, as from a batch
+        await batch.submit("refused")
+
+
+async def test_what_arrives_during_a_lone_write_is_written_together_next():
+    write, entered, release = Recorder(), asyncio.Event(), asyncio.Event()
+
+    async def alone(item):
+        entered.set()
+        await release.wait()
+        if item == "poison":
+            raise ValueError("refused")
+        return item.upper()
+
+    batch = Batch(write, alone=alone)
+    first = asyncio.ensure_future(batch.submit("poison"))
+    await entered.wait()
+    rest = [asyncio.ensure_future(batch.submit(f"m{i}")) for i in range(3)]
+    await asyncio.sleep(0.01)
+    release.set()
+    with pytest.raises(ValueError):
+        await first
+    assert await asyncio.gather(*rest) == ["M0", "M1", "M2"]
+    assert write.calls == [["m0", "m1", "m2"]]
+    entered.clear()
+    assert await batch.submit("b") == "B" and entered.is_set()  # idle again: alone
+
+
 async def test_what_arrives_during_a_write_is_written_together_next():
     write = Recorder(hold_first=True)
     batch = Batch(write)
