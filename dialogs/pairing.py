@@ -130,32 +130,35 @@ def start_alone(
 
     Returns the flight of its statements, to be run by the caller (on the database thread,
     or by the event loop: randomchat.consumers), and the function that tells, once it ran,
-    what the /start did."""
-    now = timezone.now()
-    user = new_user(entry, now)
-    paired_at = now + timedelta(microseconds=1)
-    dialog = Dialog(first=user, second=user, language=user.language, started_at=paired_at)
-    sent: dict[str, Rows] = {}
+    what the /start did. Each statement is made as late as it can be: the server runs one
+    while the next is made (the held check and insert first; the users' addresses, which no
+    later statement reads, last)."""
+    made = {}
 
     def steps():
-        sent["held"] = pool_enter_unheld([user], {user.language})
+        user = made["user"] = new_user(entry, timezone.now())
+        made["held"] = pool_enter_unheld([user], {user.language})
+        yield
+        made["dialog"] = dialog = Dialog(first=user, second=user, language=user.language,
+                                         started_at=user.created_at + timedelta(microseconds=1))
+        made["paired"] = _pair_stored(entry, user, dialog, process_id=process_id, closed_channels=closed_channels,
+                                      notified=notified)
+        yield
         if with_users is not None:
             with_users([user])
-        yield  # these go first: the server checks and stores the user while its pair's statement is made
-        sent["paired"] = _pair_stored(entry, user, dialog, process_id=process_id, closed_channels=closed_channels,
-                                      notified=notified)
 
     def finish() -> Started | Refusal:
-        refusal = held_refusal(dict(sent["held"].all()).get(entry.channel_name))
+        refusal = held_refusal(dict(made["held"].all()).get(entry.channel_name))
         if refusal is not None:
             return refusal
-        found = sent["paired"].all()
+        user, dialog = made["user"], made["dialog"]
+        found = made["paired"].all()
         if not found:
             return Started(user.pk)
         *partner_row, ridden = found[0]
         partner_user = PoolUser.from_db(connection.alias, _USER_ATTNAMES, partner_row)
         user.status = partner_user.status = Status.PAIRED
-        user.paired_at = partner_user.paired_at = paired_at
+        user.paired_at = partner_user.paired_at = dialog.started_at
         dialog.first, dialog.second = _first_and_second(user, partner_user)
         return _started(Entered(user, partner_user), {user.pk: dialog}, set(ridden))
 
