@@ -17,10 +17,22 @@ class Migration(migrations.Migration):
             name='ended_at',
             field=models.DateTimeField(blank=True, null=True),
         ),
-        migrations.AlterField(
-            model_name='dialog',
-            name='ended_by',
-            field=models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='matching.pooluser'),
+        # Only the foreign key's index goes: an AlterField would drop and add the foreign key
+        # again, which checks every row of the table (its history) while it holds its lock.
+        migrations.SeparateDatabaseAndState(
+            state_operations=[
+                migrations.AlterField(
+                    model_name='dialog',
+                    name='ended_by',
+                    field=models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='matching.pooluser'),
+                ),
+            ],
+            database_operations=[
+                migrations.RunSQL(
+                    'DROP INDEX IF EXISTS "dialogs_dialog_ended_by_id_5a6a5b38"',
+                    reverse_sql='CREATE INDEX "dialogs_dialog_ended_by_id_5a6a5b38" ON "dialogs_dialog" ("ended_by_id")',
+                ),
+            ],
         ),
         migrations.AddIndex(
             model_name='dialog',

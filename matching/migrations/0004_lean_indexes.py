@@ -22,10 +22,22 @@ class Migration(migrations.Migration):
             name='channel_name',
             field=models.CharField(max_length=200),
         ),
-        migrations.AlterField(
-            model_name='pooluser',
-            name='claimed_by',
-            field=models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='matching.pooluser'),
+        # Only the foreign key's index goes: an AlterField would drop and add the foreign key
+        # again, which checks every row of the table (its history) while it holds its lock.
+        migrations.SeparateDatabaseAndState(
+            state_operations=[
+                migrations.AlterField(
+                    model_name='pooluser',
+                    name='claimed_by',
+                    field=models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='matching.pooluser'),
+                ),
+            ],
+            database_operations=[
+                migrations.RunSQL(
+                    'DROP INDEX IF EXISTS "matching_pooluser_claimed_by_id_b6dbc0e5"',
+                    reverse_sql='CREATE INDEX "matching_pooluser_claimed_by_id_b6dbc0e5" ON "matching_pooluser" ("claimed_by_id")',
+                ),
+            ],
         ),
         migrations.AlterField(
             model_name='pooluser',
