@@ -34,8 +34,9 @@ _USER = PoolUser._meta.db_table
 def addresses_store(addresses: list[tuple[uuid.UUID, str]]) -> None:
     """Keep the hashed addresses of users entering the pool (a report names a dialog's
     participant; a ban closes the connections that hold a user), in the caller's transaction:
-    in a pairing batch, in its first flight, while the server runs its first statements. A
-    user that the batch did not store (its connection already held one) is left out."""
+    a pairing batch sends it in its first flight, while the server runs its first statements;
+    a lone /start last, while the server runs its pairing statement. A user that was not
+    stored (its connection already held one) is left out."""
     if addresses:
         rows, params = values(_ADDRESS_FIELDS, [ParticipantAddress(user_id=user_id, address_hash=hashed)
                                                 for user_id, hashed in addresses])

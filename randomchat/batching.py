@@ -33,7 +33,9 @@ class Batch:
     given, is awaited instead for a batch of one: on the event loop, for a writer that can
     wait for the database there (randomchat.loop_database). An idle batch's item is written
     so by its own submitter, with no hand-over to a task and back (two turns of the event
-    loop, which an idle pair's /start waited for)."""
+    loop, which an idle pair's /start waited for); a submitter cancelled meanwhile (its
+    connection's consumer, at shutdown) cancels its own write, whose transaction then rolls
+    back, and what was submitted meanwhile is still written."""
 
     def __init__(self, write: Callable[[list], list], *, alone: Callable[[object], Awaitable] | None = None,
                  max_items: int = 500) -> None:

@@ -81,6 +81,33 @@ async def test_what_arrives_during_a_lone_write_is_written_together_next():
     assert await batch.submit("b") == "B" and entered.is_set()  # idle again: alone
 
 
+async def test_a_cancelled_lone_submitter_cancels_its_own_write_only():
+    entered, cancelled, written = asyncio.Event(), [], []
+
+    async def alone(item):
+        if item == "first":
+            entered.set()
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                cancelled.append(item)
+                raise
+        written.append(item)
+        return item.upper()
+
+    batch = Batch(Recorder(), alone=alone)
+    first = asyncio.ensure_future(batch.submit("first"))
+    await entered.wait()
+    queued = asyncio.ensure_future(batch.submit("queued"))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    assert await asyncio.wait_for(queued, 5) == "QUEUED"
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert cancelled == ["first"] and written == ["queued"]
+    assert await batch.submit("again") == "AGAIN"  # idle again
+
+
 async def test_what_arrives_during_a_write_is_written_together_next():
     write = Recorder(hold_first=True)
     batch = Batch(write)
