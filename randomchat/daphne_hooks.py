@@ -17,7 +17,7 @@ from . import accesslog, backpressure, inbound
 
 logger = logging.getLogger(__name__)
 
-WRITTEN_FOR = {"daphne": "4.2", "twisted": "26.10", "autobahn": "26.10"}
+WRITTEN_FOR = {"daphne": "4.2", "twisted": "26.10", "autobahn": "26.11"}
 WRAPPED = ("serverSend", "check_timeouts", "processData", "onFrameEnd", "onMessage")
 
 
