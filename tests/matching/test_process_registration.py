@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from channels.db import database_sync_to_async
+from django.db import connections
 
 from matching import processes
 from matching.models import ServerProcess
@@ -28,6 +30,9 @@ def test_connections_that_start_at_once_register_the_process_once(monkeypatch):
         for task in tasks:  # the heartbeat loop
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # The registration ran on the database thread: its connection is closed there, or a
+        # later test without database access finds it open (close_old_connections) and fails.
+        await database_sync_to_async(connections.close_all)()
         return results
 
     results = asyncio.run(many_at_once())
